@@ -1,0 +1,219 @@
+"""The prepared dataset: ``RUN/dataset/``, its image and mask stacks, table, manifest.
+
+``prepare`` writes it through :class:`DatasetWriter`, which streams samples to disk one
+at a time into a temporary folder and swaps the folder in only when everything is
+written, so a failed prepare never leaves half a dataset. Later stages read it with
+:func:`load_dataset`, which memory-maps the stacks instead of loading them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from echoscale import __version__, rundir
+from echoscale.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = (
+    "index",
+    "id",
+    "patient",
+    "view",
+    "phase",
+    "frame",
+    "n_frames",
+    "split",
+    "quality",
+    "orig_height",
+    "orig_width",
+    "orig_row_mm",
+    "orig_col_mm",
+    "row_mm",
+    "col_mm",
+    "source",
+)
+SPLITS = ("train", "val", "test")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DatasetWriter:
+    """Append samples to the image and mask stacks of a dataset folder being written.
+
+    Made by :func:`write_dataset`, which owns the folder; use :meth:`add` per sample and
+    :meth:`finish` once.
+    """
+
+    def __init__(self, folder: Path, size: tuple[int, int], n_samples: int) -> None:
+        self.folder = folder
+        self.size = (int(size[0]), int(size[1]))
+        self.rows: list[dict[str, Any]] = []
+        self.finished = False
+        bigtiff = n_samples * self.size[0] * self.size[1] > 2**31 - 2**24
+        self._writers = {
+            key: tifffile.TiffWriter(folder / name, bigtiff=bigtiff)
+            for key, name in (("images", rundir.IMAGES), ("masks", rundir.MASKS))
+        }
+
+    def add(self, image: np.ndarray, mask: np.ndarray, row: Mapping[str, Any]) -> None:
+        """Append one sample: uint8 image and mask of the stored size, and its row."""
+        if image.shape != self.size or mask.shape != self.size:
+            raise ValueError(
+                f"sample {row.get('id')}: image {image.shape} and mask {mask.shape} "
+                f"must both be {self.size}"
+            )
+        if image.dtype != np.uint8 or mask.dtype != np.uint8:
+            raise TypeError("images and masks are stored as uint8")
+        for key, array in (("images", image), ("masks", mask)):
+            # contiguous pages of one shape make the file one memory-mappable series
+            self._writers[key].write(
+                array, contiguous=True, photometric="minisblack", metadata=None
+            )
+        self.rows.append({**row, "index": len(self.rows)})
+
+    def close(self) -> None:
+        """Close the stacks; safe to call twice."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    def finish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Close the stacks and write ``samples.csv`` and ``manifest.json``.
+
+        Returns the manifest as written: ``manifest`` with the size, counts, checksums
+        and echoscale version added.
+        """
+        self.close()
+        rundir.write_csv(self.folder / rundir.SAMPLES, self.rows, SAMPLE_COLUMNS)
+        full = {
+            **manifest,
+            "echoscale_version": __version__,
+            "size": list(self.size),
+            "n_samples": len(self.rows),
+            "samples_per_split": {
+                s: sum(r["split"] == s for r in self.rows) for s in SPLITS
+            },
+            "checksums": {
+                name: sha256_file(self.folder / name)
+                for name in (rundir.IMAGES, rundir.MASKS, rundir.SAMPLES)
+            },
+        }
+        rundir.write_json(self.folder / rundir.MANIFEST, full)
+        self.finished = True
+        return full
+
+
+@contextlib.contextmanager
+def write_dataset(
+    run: str | Path, size: tuple[int, int], n_samples: int
+) -> Iterator[DatasetWriter]:
+    """Write a new ``RUN/dataset`` through a :class:`DatasetWriter`.
+
+    The samples stream into a temporary folder beside the destination, which replaces
+    any existing dataset only after :meth:`DatasetWriter.finish` and a clean exit. On an
+    exception, or without ``finish``, the destination is left as it was.
+
+    Parameters
+    ----------
+    run : str or Path
+        The run directory.
+    size : tuple of int
+        (H, W) of every stored image and mask.
+    n_samples : int
+        How many samples will be added; stacks past 2 GiB are written as BigTIFF.
+    """
+    with rundir.atomic_dir(rundir.dataset_dir(run)) as tmp:
+        writer = DatasetWriter(tmp, size, n_samples)
+        try:
+            yield writer
+        finally:
+            writer.close()
+        if not writer.finished:
+            raise RuntimeError("the dataset was not finished; nothing was written")
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset, with its stacks memory-mapped.
+
+    Attributes
+    ----------
+    images, masks : ndarray, shape (N, H, W), uint8
+        Read-only memory maps of the stacks.
+    samples : list of dict
+        One row of ``samples.csv`` per sample, in stack order.
+    manifest : dict
+        The contents of ``manifest.json``.
+    """
+
+    root: Path
+    images: np.ndarray
+    masks: np.ndarray
+    samples: list[dict[str, str]]
+    manifest: dict[str, Any]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Return the stack indices of one split's samples."""
+        return np.array(
+            [i for i, r in enumerate(self.samples) if r["split"] == split], int
+        )
+
+    def patients(self, split: str) -> list[str]:
+        """Return the sorted patient names of one split."""
+        return sorted({r["patient"] for r in self.samples if r["split"] == split})
+
+    def iter_rows(self, split: str | None = None) -> Iterator[dict[str, str]]:
+        """Yield the sample rows, optionally of one split only."""
+        return (r for r in self.samples if split is None or r["split"] == split)
+
+
+def load_dataset(run: str | Path) -> Dataset:
+    """Open ``RUN/dataset`` written by ``prepare``, memory-mapping its stacks.
+
+    Raises
+    ------
+    InputError
+        When a file is missing or the stacks, table and manifest disagree.
+    """
+    paths = rundir.dataset_paths(run)
+    for path in paths.values():
+        if not path.is_file():
+            raise InputError(
+                f"{path.name} is missing; run 'echoscale prepare' first", path.parent
+            )
+    manifest = rundir.read_json(paths["manifest"])
+    samples = rundir.read_csv(paths["samples"])
+    stacks = {}
+    for key in ("images", "masks"):
+        try:
+            stacks[key] = tifffile.memmap(paths[key], mode="r")
+        except (ValueError, OSError) as err:
+            raise InputError(f"cannot memory-map the stack: {err}", paths[key]) from err
+        if stacks[key].ndim == 2:
+            stacks[key] = stacks[key][None]
+        if len(stacks[key]) != len(samples):
+            raise InputError(
+                f"holds {len(stacks[key])} frames but {rundir.SAMPLES} lists "
+                f"{len(samples)}",
+                paths[key],
+            )
+    return Dataset(
+        paths["images"].parent, stacks["images"], stacks["masks"], samples, manifest
+    )

@@ -1,0 +1,1 @@
+"""Benchmarks: run by ``make bench``, each writing into one JSON report."""
