@@ -146,23 +146,6 @@ def find_split_lists(root: str | Path) -> dict[str, Path] | None:
     return None
 
 
-def read_patient_list(path: str | Path) -> list[str]:
-    """Read a list of patient names, one per line; ``#`` starts a comment."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the patient list: {err.strerror}", path) from err
-    names = [line.split("#")[0].strip() for line in text.splitlines()]
-    names = [n for n in names if n]
-    bad = [n for n in names if not _PATIENT_RE.match(n)]
-    if bad:
-        raise InputError(
-            f"not patient names (patientNNNN expected): {', '.join(bad[:5])}", path
-        )
-    return names
-
-
 def read_info(path: str | Path) -> ViewInfo:
     """Parse an ``Info_<view>.cfg`` file of either release.
 

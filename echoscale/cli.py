@@ -97,16 +97,77 @@ def _size(ctx: click.Context, param: click.Parameter, value: str):
         raise click.BadParameter(str(err)) from None
 
 
+def _split_options(what: str):
+    """The options that every ``prepare`` command shares (size, split, skipping)."""
+    options = [
+        click.argument("src", type=click.Path(file_okay=False)),
+        click.argument("run", type=click.Path(file_okay=False)),
+        click.option(
+            "--size",
+            default="256",
+            show_default=True,
+            callback=_size,
+            help="Stored size, N or HxW.",
+        ),
+        click.option(
+            "--split",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "official", "folds", "random"]),
+            help="auto: database_split lists if present, else random.",
+        ),
+        click.option("--fold", type=int, help="With --split folds: the test fold."),
+        click.option(
+            "--fold-lists",
+            type=click.Path(file_okay=False),
+            help=f"With --split folds: folder of foldN.txt {what} lists.",
+        ),
+        click.option(
+            "--val",
+            default=0.1,
+            show_default=True,
+            help=f"With --split random: fraction of {what}s for validation.",
+        ),
+        click.option(
+            "--test",
+            default=0.1,
+            show_default=True,
+            help=f"With --split random: fraction of {what}s for testing.",
+        ),
+        click.option(
+            "--seed",
+            default=0,
+            show_default=True,
+            help=f"Seed of the random split and the training-{what} order.",
+        ),
+        click.option(
+            "--skip-incomplete",
+            is_flag=True,
+            help=f"Skip incomplete or damaged {what}s (reported).",
+        ),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _classes(text: str, allow_auto: bool = False):
+    from echoscale.prepare import parse_classes
+
+    if allow_auto and text == "auto":
+        return text
+    try:
+        return parse_classes(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--classes") from None
+
+
 @prepare.command("camus")
-@click.argument("src", type=click.Path(file_okay=False, path_type=str))
-@click.argument("run", type=click.Path(file_okay=False, path_type=str))
-@click.option(
-    "--size",
-    default="256",
-    show_default=True,
-    callback=_size,
-    help="Stored size, N or HxW.",
-)
+@_split_options("patient")
 @click.option(
     "--classes",
     default="lv,myo,la",
@@ -118,93 +179,82 @@ def _size(ctx: click.Context, param: click.Parameter, value: str):
     is_flag=True,
     help="Also add the half-sequence frames that have masks.",
 )
+def prepare_camus_cmd(src, run, classes, sequences, **split) -> None:
+    """Prepare CAMUS (2019 MetaImage or 2023 NIfTI release) from SRC into RUN."""
+    from echoscale.prepare import prepare_camus
+
+    classes = _classes(classes)
+    report = prepare_camus(src, run, classes=classes, sequences=sequences, **split)
+    _echo_report(report, "patient")
+
+
+@prepare.command("ceus")
+@_split_options("case")
 @click.option(
-    "--split",
-    "split",
+    "--classes",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "official", "folds", "random"]),
-    help="auto: the release's database_split lists if present, else random.",
-)
-@click.option("--fold", type=int, help="With --split folds: the test fold number.")
-@click.option(
-    "--fold-lists",
-    type=click.Path(file_okay=False),
-    help="With --split folds: folder of foldN.txt patient lists.",
+    help="auto: myo for 0/1 masks, else the CAMUS classes present.",
 )
 @click.option(
-    "--val",
-    default=0.1,
-    show_default=True,
-    help="With --split random: fraction of patients for validation.",
+    "--fps",
+    type=float,
+    help="Frame rate for cines whose file and case.json give no times.",
 )
-@click.option(
-    "--test",
-    default=0.1,
-    show_default=True,
-    help="With --split random: fraction of patients for testing.",
-)
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    help="Seed of the random split and the training-patient order.",
-)
-@click.option(
-    "--skip-incomplete",
-    is_flag=True,
-    help="Skip incomplete or damaged patients (reported) instead of stopping.",
-)
-def prepare_camus_cmd(
-    src,
-    run,
-    size,
-    classes,
-    sequences,
-    split,
-    fold,
-    fold_lists,
-    val,
-    test,
-    seed,
-    skip_incomplete,
-) -> None:
-    """Prepare CAMUS (2019 MetaImage or 2023 NIfTI release) from SRC into RUN."""
-    from echoscale.prepare import parse_classes, prepare_camus
+def prepare_ceus_cmd(src, run, classes, fps, **split) -> None:
+    """Prepare contrast-echo loops with per-frame masks from SRC into RUN.
 
-    try:
-        classes = parse_classes(classes)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--classes") from None
-    report = prepare_camus(
-        src,
-        run,
-        size=size,
-        classes=classes,
-        sequences=sequences,
-        split=split,
-        fold=fold,
-        fold_lists=fold_lists,
-        val=val,
-        test=test,
-        seed=seed,
-        skip_incomplete=skip_incomplete,
+    SRC holds one folder per case with cine.{tif,nii.gz,dcm}, masks.{tif,nii.gz} (or
+    a masks/ folder of per-frame files) and an optional case.json; see data/README.md.
+    """
+    from echoscale.ceus import prepare_ceus
+
+    classes = _classes(classes, allow_auto=True)
+    report = prepare_ceus(src, run, classes=classes, fps=fps, **split)
+    _echo_report(report, "case")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--patients", default=40, show_default=True, help="CAMUS-layout patients to write."
+)
+@click.option(
+    "--ceus-cases", default=6, show_default=True, help="Contrast-loop cases to write."
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed; same seed, same files."
+)
+@click.option(
+    "--size",
+    default=None,
+    callback=lambda c, p, v: v and _size(c, p, v),
+    help="Image size of the CAMUS-layout data, N or HxW.",
+)
+def phantom(out, patients, ceus_cases, seed, size) -> None:
+    """Write synthetic CAMUS-layout data and contrast loops with known truth to OUT."""
+    from echoscale.phantom import make_phantom
+
+    kwargs = {"size": size} if size else {}
+    report = make_phantom(
+        out, patients=patients, ceus_cases=ceus_cases, seed=seed, **kwargs
     )
-    _echo_report(report)
+    click.echo(f"wrote {len(report.patients)} CAMUS-layout patients to {report.camus}")
+    click.echo(f"wrote {len(report.cases)} contrast-loop cases to {report.ceus}")
 
 
-def _echo_report(report) -> None:
+def _echo_report(report, what: str) -> None:
     per = report.samples_per_split
     pats = report.patients_per_split
     click.echo(
-        f"prepared {report.n_patients} patients, {report.n_samples} samples into "
+        f"prepared {report.n_patients} {what}s, {report.n_samples} samples into "
         f"{report.dataset}"
     )
     for split in ("train", "val", "test"):
-        click.echo(f"  {split:<5} {pats[split]:>4} patients {per[split]:>6} samples")
+        click.echo(f"  {split:<5} {pats[split]:>4} {what}s {per[split]:>6} samples")
     if report.skipped:
         n = len(report.skipped)
-        click.echo(f"skipped {n} patient{'s' if n != 1 else ''}:")
+        click.echo(f"skipped {n} {what}{'s' if n != 1 else ''}:")
         for item in report.skipped:
             click.echo(f"  {item['reason']}")
 

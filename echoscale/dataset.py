@@ -32,6 +32,7 @@ SAMPLE_COLUMNS = (
     "phase",
     "frame",
     "n_frames",
+    "time_s",
     "split",
     "quality",
     "orig_height",

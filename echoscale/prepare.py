@@ -208,6 +208,20 @@ def assign_from_lists(
     return {p: seen[p] for p in patients}
 
 
+def read_name_list(path: str | Path) -> list[str]:
+    """Read a list of patient (or case) names, one per line; ``#`` starts a comment."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read the list: {err}", path) from err
+    names = [line.split("#")[0].strip() for line in text.splitlines()]
+    bad = [n for n in names if n and len(n.split()) > 1]
+    if bad:
+        raise InputError(f"one name per line expected, got {bad[0]!r}", path)
+    return [n for n in names if n]
+
+
 def read_fold_lists(folder: str | Path, fold: int) -> dict[str, list[str]]:
     """Read cross-validation folds: ``fold`` is the test set, the next one validation.
 
@@ -230,11 +244,11 @@ def read_fold_lists(folder: str | Path, fold: int) -> dict[str, list[str]]:
     if fold not in files:
         raise InputError(f"no list for fold {fold}; folds found: {numbers}", folder)
     val_fold = numbers[(numbers.index(fold) + 1) % len(numbers)]
-    lists = {"train": [], "val": [], "test": []}
+    names: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for k in numbers:
         split = "test" if k == fold else "val" if k == val_fold else "train"
-        lists[split] += camus.read_patient_list(files[k])
-    return lists
+        names[split] += read_name_list(files[k])
+    return names
 
 
 def _check_split_sizes(assignment: Mapping[str, str], method: str) -> None:
@@ -250,16 +264,20 @@ def _check_split_sizes(assignment: Mapping[str, str], method: str) -> None:
 
 def choose_split(
     qualities: Mapping[str, str],
-    src: Path,
     method: str,
     *,
+    lists: Mapping[str, Path] | None,
     fold: int | None,
     fold_lists: str | Path | None,
     val: float,
     test: float,
     seed: int,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Assign each patient to train, val or test; return the assignment and record."""
+    """Assign each patient to train, val or test; return the assignment and record.
+
+    ``lists`` are the ``database_split`` lists found beside the source (or None), used
+    by the ``official`` method and by ``auto`` when present.
+    """
     patients = sorted(qualities)
     record: dict[str, Any] = {"method": method}
     if method not in SPLIT_METHODS:
@@ -267,17 +285,15 @@ def choose_split(
             f"split must be one of {', '.join(SPLIT_METHODS)}, got {method!r}"
         )
     if method in ("auto", "official"):
-        lists = camus.find_split_lists(src)
         if lists is None and method == "official":
             raise InputError(
-                "no database_split/subgroup_*.txt lists found here or two folders up; "
-                "use --split random or --split folds",
-                src,
+                "no database_split/subgroup_*.txt lists found in the source folder or "
+                "two folders up; use --split random or --split folds"
             )
         method = "official" if lists is not None else "random"
         record["method"] = method
         if lists is not None:
-            names = {k: camus.read_patient_list(p) for k, p in lists.items()}
+            names = {k: read_name_list(p) for k, p in lists.items()}
             assignment = assign_from_lists(patients, names, str(lists["train"].parent))
             record["lists"] = {k: str(p) for k, p in lists.items()}
     if method == "folds":
@@ -291,6 +307,76 @@ def choose_split(
         record.update(seed=seed, val=val, test=test, stratified_by="image quality")
     _check_split_sizes(assignment, method)
     return assignment, record
+
+
+def order_splits(
+    assignment: Mapping[str, str], seed: int
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Return the sorted patients of each split and the fixed training-patient order.
+
+    The order is one seeded shuffle of the training patients, owned by the dataset:
+    every training fraction takes a prefix of it, so smaller subsets nest inside
+    larger ones.
+    """
+    by_split = {s: sorted(p for p, v in assignment.items() if v == s) for s in SPLITS}
+    shuffle = np.random.default_rng(seed).permutation(len(by_split["train"]))
+    return by_split, [by_split["train"][i] for i in shuffle]
+
+
+def sample_row(
+    *,
+    id: str,
+    patient: str,
+    split: str,
+    shape: tuple[int, int],
+    spacing: tuple[float, float],
+    size: tuple[int, int],
+    source: str,
+    view: str = "",
+    phase: str = "",
+    frame: int | str = "",
+    n_frames: int | str = "",
+    time_s: float | None = None,
+    quality: str = "",
+) -> dict[str, Any]:
+    """Return one ``samples.csv`` row, with the spacing after resizing to ``size``."""
+    h, w = shape
+    return {
+        "id": id,
+        "patient": patient,
+        "view": view,
+        "phase": phase,
+        "frame": frame,
+        "n_frames": n_frames,
+        "time_s": "" if time_s is None else f"{time_s:.6g}",
+        "split": split,
+        "quality": quality,
+        "orig_height": h,
+        "orig_width": w,
+        "orig_row_mm": f"{spacing[0]:.6g}",
+        "orig_col_mm": f"{spacing[1]:.6g}",
+        "row_mm": f"{spacing[0] * h / size[0]:.6g}",
+        "col_mm": f"{spacing[1] * w / size[1]:.6g}",
+        "source": source,
+    }
+
+
+def make_report(
+    run: str | Path,
+    manifest: Mapping[str, Any],
+    by_split: Mapping[str, Sequence[str]],
+    skipped: list[dict[str, str]],
+) -> PrepareReport:
+    """Package what a prepare wrote into a :class:`PrepareReport`."""
+    return PrepareReport(
+        dataset=rundir.dataset_dir(run),
+        n_patients=sum(len(v) for v in by_split.values()),
+        n_samples=manifest["n_samples"],
+        samples_per_split=manifest["samples_per_split"],
+        patients_per_split={s: len(v) for s, v in by_split.items()},
+        skipped=skipped,
+        manifest=dict(manifest),
+    )
 
 
 def _scan_all(
@@ -414,21 +500,15 @@ def prepare_camus(
     qualities = {p.name: p.quality for p in patients}
     assignment, split_record = choose_split(
         qualities,
-        src,
         split,
+        lists=camus.find_split_lists(src),
         fold=fold,
         fold_lists=fold_lists,
         val=val,
         test=test,
         seed=seed,
     )
-    by_split = {s: sorted(p for p, v in assignment.items() if v == s) for s in SPLITS}
-    # One fixed shuffle of the training patients, owned by the dataset: every training
-    # fraction takes a prefix of it, so smaller subsets nest inside larger ones.
-    train_order = [
-        by_split["train"][i]
-        for i in np.random.default_rng(seed).permutation(len(by_split["train"]))
-    ]
+    by_split, train_order = order_splits(assignment, seed)
     lut = label_table(classes)
     upper_bound = sum(
         2 + (cam.info.n_frames if cam.sequence is not None else 0)
@@ -441,27 +521,26 @@ def prepare_camus(
             for view, cam in patient.views.items():
                 for item in _view_samples(cam, sequences):
                     suffix, phase, frame, image, mask, spacing, source = item
-                    h, w = image.shape
+                    rate = cam.info.frame_rate
+                    row = sample_row(
+                        id=f"{patient.name}_{view}_{suffix}",
+                        patient=patient.name,
+                        split=assignment[patient.name],
+                        shape=image.shape,
+                        spacing=spacing,
+                        size=size,
+                        source=source,
+                        view=view,
+                        phase=phase,
+                        frame=frame,
+                        n_frames=cam.info.n_frames,
+                        time_s=frame / rate if rate else None,
+                        quality=cam.info.quality,
+                    )
                     writer.add(
                         resize_image(image, size),
                         resize_mask(lut[mask.astype(np.uint8)], size),
-                        {
-                            "id": f"{patient.name}_{view}_{suffix}",
-                            "patient": patient.name,
-                            "view": view,
-                            "phase": phase,
-                            "frame": frame,
-                            "n_frames": cam.info.n_frames,
-                            "split": assignment[patient.name],
-                            "quality": cam.info.quality,
-                            "orig_height": h,
-                            "orig_width": w,
-                            "orig_row_mm": f"{spacing[0]:.6g}",
-                            "orig_col_mm": f"{spacing[1]:.6g}",
-                            "row_mm": f"{spacing[0] * h / size[0]:.6g}",
-                            "col_mm": f"{spacing[1] * w / size[1]:.6g}",
-                            "source": source,
-                        },
+                        row,
                     )
             log.info("prepared %s (%d/%d)", patient.name, number, len(patients))
         release = {"nifti": "camus-2023-nifti", "mhd": "camus-2019-mhd"}
@@ -482,12 +561,4 @@ def prepare_camus(
             }
         )
 
-    return PrepareReport(
-        dataset=rundir.dataset_dir(run),
-        n_patients=len(patients),
-        n_samples=manifest["n_samples"],
-        samples_per_split=manifest["samples_per_split"],
-        patients_per_split={s: len(v) for s, v in by_split.items()},
-        skipped=skipped,
-        manifest=manifest,
-    )
+    return make_report(run, manifest, by_split, skipped)
