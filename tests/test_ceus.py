@@ -251,3 +251,11 @@ def test_cli_prepares_cases_and_reports_them(invoke, tmp_path, run_dir):
     assert "prepared 3 cases, 12 samples" in result.stdout
     bad = invoke("prepare", "ceus", src, tmp_path / "other")
     assert bad.exit_code == 1 and "pass --fps" in bad.stderr
+
+
+def test_the_documented_example_case_json_is_valid():
+    example = (
+        Path(__file__).resolve().parents[1] / "data/examples/ceus/case01/case.json"
+    )
+    settings = ceus.read_case_settings(example)
+    assert settings["septum_side"] in ("left", "right") and settings["fps"] > 0

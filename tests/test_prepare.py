@@ -310,3 +310,21 @@ def test_unknown_classes_are_rejected():
     with pytest.raises(ValueError, match="subset of lv,myo,la"):
         prepare.parse_classes("lv,rv")
     assert prepare.parse_classes("la, lv") == ("lv", "la")
+
+
+def test_the_documented_example_lists_give_disjoint_splits():
+    examples = Path(__file__).resolve().parents[1] / "data" / "examples"
+    patients = [f"patient{k:04d}" for k in range(1, 13)]
+    folds = prepare.read_fold_lists(examples / "folds", 2)
+    assignment = prepare.assign_from_lists(patients, folds, "folds")
+    assert sorted(p for p, s in assignment.items() if s == "test") == [
+        "patient0002",
+        "patient0005",
+        "patient0008",
+        "patient0011",
+    ]
+    lists = camus.find_split_lists(examples / "camus-2023")
+    assert lists is not None
+    names = {k: prepare.read_name_list(v) for k, v in lists.items()}
+    official = prepare.assign_from_lists(patients, names, "database_split")
+    assert Counter(official.values()) == {"train": 8, "val": 2, "test": 2}
