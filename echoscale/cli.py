@@ -33,6 +33,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
+    handler.setLevel(level)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
@@ -241,6 +242,68 @@ def phantom(out, patients, ceus_cases, seed, size) -> None:
     )
     click.echo(f"wrote {len(report.patients)} CAMUS-layout patients to {report.camus}")
     click.echo(f"wrote {len(report.cases)} contrast-loop cases to {report.ceus}")
+
+
+@cli.command("train")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--width", default=16, show_default=True, help="Channels at the top level."
+)
+@click.option("--depth", default=4, show_default=True, help="Down-sampling levels.")
+@click.option(
+    "--fraction",
+    default=1.0,
+    show_default=True,
+    help="Fraction of the training patients (a prefix of the fixed shuffle).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of init and batches.")
+@click.option("--max-steps", default=2000, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option(
+    "--eval-every",
+    default=100,
+    show_default=True,
+    help="Steps between validation passes (and checkpoints).",
+)
+@click.option(
+    "--patience",
+    default=5,
+    show_default=True,
+    help="Validation passes without improvement before stopping.",
+)
+@click.option(
+    "--size",
+    default=None,
+    callback=lambda c, p, v: v and _size(c, p, v),
+    help="Train at this size (N or HxW) instead of the dataset's.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."
+)
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    help="auto: bf16 where the hardware has it, else fp32.",
+)
+@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@click.option("--force", is_flag=True, help="Retrain a finished key.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
+def train_cmd(run, no_augment, force, resume, **settings) -> None:
+    """Train a U-Net on RUN/dataset; writes RUN/models/<key>/."""
+    from echoscale.train import TrainConfig, train
+
+    config = TrainConfig(augment=not no_augment, **settings)
+    result = train(run, config, force=force, resume=resume)
+    dice = {k: v.get("all") for k, v in result["dice"].items()}
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None)
+    click.echo(
+        f"{result['key']}: {result['parameters']} parameters, test loss "
+        f"{result['test_loss']:.4f}, Dice {shown} ({result['steps']} steps, "
+        f"{result['wall_seconds']:.0f} s, {result['device']} {result['precision']})"
+    )
 
 
 def _echo_report(report, what: str) -> None:

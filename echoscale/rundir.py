@@ -24,6 +24,15 @@ IMAGES = "images.tif"
 MASKS = "masks.tif"
 SAMPLES = "samples.csv"
 MANIFEST = "manifest.json"
+MODELS = "models"
+MODEL_FILES = {
+    "config": "config.json",
+    "model": "model.pt",
+    "checkpoint": "last.pt",
+    "history": "history.csv",
+    "metrics": "metrics.json",
+    "log": "train.log",
+}
 
 
 def dataset_dir(run: str | Path) -> Path:
@@ -40,6 +49,17 @@ def dataset_paths(run: str | Path) -> dict[str, Path]:
         "samples": root / SAMPLES,
         "manifest": root / MANIFEST,
     }
+
+
+def model_dir(run: str | Path, key: str) -> Path:
+    """Return ``RUN/models/<key>``, where ``train`` writes one model."""
+    return Path(run) / MODELS / key
+
+
+def model_paths(run: str | Path, key: str) -> dict[str, Path]:
+    """Return the paths of one trained model's files, keyed by role."""
+    root = model_dir(run, key)
+    return {role: root / name for role, name in MODEL_FILES.items()}
 
 
 @contextlib.contextmanager
