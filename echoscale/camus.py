@@ -32,7 +32,7 @@ LABELS = {"background": 0, "lv": 1, "myo": 2, "la": 3}
 QUALITIES = ("Good", "Medium", "Poor")
 
 _PATIENT_RE = re.compile(r"^patient\d{4}$")
-_SUFFIX = {"nifti": ".nii.gz", "mhd": ".mhd"}
+_SUFFIXES = {"nifti": (".nii.gz", ".nii"), "mhd": (".mhd",)}
 _SEQUENCE_NAME = {"nifti": "half_sequence", "mhd": "sequence"}
 # Keys of the 2019 release mapped onto the 2023 names.
 _INFO_ALIASES = {"LVef": "EF", "LVedv": "EDV", "LVesv": "ESV"}
@@ -118,8 +118,6 @@ def find_patient_dirs(root: str | Path) -> list[Path]:
                         root,
                     )
                 found[path.name] = path
-        if found:
-            break
     if not found:
         raise InputError("no patientNNNN folders found (looked two levels deep)", root)
     return [found[k] for k in sorted(found)]
@@ -141,8 +139,16 @@ def find_split_lists(root: str | Path) -> dict[str, Path] | None:
     for base in (root, root.parent, root.parent.parent):
         folder = base / "database_split"
         paths = {k: folder / v for k, v in names.items()}
-        if all(p.is_file() for p in paths.values()):
+        present = [p.is_file() for p in paths.values()]
+        if all(present):
             return paths
+        if any(present):
+            missing = [
+                p.name for p, ok in zip(paths.values(), present, strict=True) if not ok
+            ]
+            raise InputError(
+                f"incomplete split lists: {', '.join(missing)} missing", folder
+            )
     return None
 
 
@@ -157,9 +163,13 @@ def read_info(path: str | Path) -> ViewInfo:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read: {err}", path) from err
+        text = path.read_text(encoding="utf-8-sig", errors="strict")
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror}", path) from err
+    except UnicodeDecodeError:
+        raise InputError("not a text file", path) from None
+    if not text.strip():
+        raise InputError("is empty", path)
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -169,8 +179,10 @@ def read_info(path: str | Path) -> ViewInfo:
             raise InputError(
                 f"line {number} is not 'key: value': {line.strip()!r}", path
             )
-        key = key.strip()
-        values[_INFO_ALIASES.get(key, key)] = value.strip()
+        key = _INFO_ALIASES.get(key.strip(), key.strip())
+        if key in values:
+            raise InputError(f"line {number}: {key} is given twice", path)
+        values[key] = value.strip()
 
     def number(key: str, kind: type = float, required: bool = False):
         if key not in values:
@@ -213,14 +225,27 @@ def read_info(path: str | Path) -> ViewInfo:
             raise InputError(
                 f"{key} is frame {frame} but NbFrame is {info.n_frames}", path
             )
+    if info.ed == info.es:
+        raise InputError(f"ED and ES are the same frame ({info.ed})", path)
     return info
 
 
 def _release_of(folder: Path) -> str:
-    names = [p.name for p in folder.iterdir()]
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError as err:
+        raise InputError(f"cannot list the folder: {err.strerror}", folder) from err
     if any(n.endswith(".mhd") for n in names):
         return "mhd"
     return "nifti"
+
+
+def _find(folder: Path, stem: str, release: str) -> Path:
+    """The file of ``stem`` in the release's format (NIfTI: ``.nii.gz`` or ``.nii``)."""
+    for suffix in _SUFFIXES[release]:
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return folder / f"{stem}{_SUFFIXES[release][0]}"
 
 
 def scan_patient(folder: str | Path, sequences: bool = False) -> CamusPatient:
@@ -244,14 +269,13 @@ def scan_patient(folder: str | Path, sequences: bool = False) -> CamusPatient:
     folder = Path(folder)
     name = folder.name
     release = _release_of(folder)
-    suffix = _SUFFIX[release]
     required: dict[str, Path] = {}
     for view in VIEWS:
         required[f"Info_{view}.cfg"] = folder / f"Info_{view}.cfg"
         for phase in PHASES:
             for tail in ("", "_gt"):
-                fname = f"{name}_{view}_{phase}{tail}{suffix}"
-                required[fname] = folder / fname
+                found = _find(folder, f"{name}_{view}_{phase}{tail}", release)
+                required[found.name] = found
     missing = [k for k, p in required.items() if not p.is_file()]
     if missing:
         present = len(required) - len(missing)
@@ -268,12 +292,15 @@ def scan_patient(folder: str | Path, sequences: bool = False) -> CamusPatient:
         cam = CamusView(
             view=view,
             info=info,
-            images={ph: required[f"{name}_{view}_{ph}{suffix}"] for ph in PHASES},
-            masks={ph: required[f"{name}_{view}_{ph}_gt{suffix}"] for ph in PHASES},
+            images={ph: _find(folder, f"{name}_{view}_{ph}", release) for ph in PHASES},
+            masks={
+                ph: _find(folder, f"{name}_{view}_{ph}_gt", release) for ph in PHASES
+            },
         )
         if sequences:
             stem = f"{name}_{view}_{_SEQUENCE_NAME[release]}"
-            seq, seq_gt = folder / f"{stem}{suffix}", folder / f"{stem}_gt{suffix}"
+            seq = _find(folder, stem, release)
+            seq_gt = _find(folder, f"{stem}_gt", release)
             cam.sequence = seq if seq.is_file() else None
             cam.sequence_masks = seq_gt if seq_gt.is_file() else None
         patient.views[view] = cam
@@ -293,46 +320,79 @@ def check_mask_values(mask: np.ndarray, path: Path) -> None:
     raise InputError(f"mask values outside {{0,1,2,3}}: {shown}{hint}", path)
 
 
+def check_image_values(array: np.ndarray, path: Path) -> None:
+    """Raise InputError unless ``array`` holds finite grey levels within 0-255.
+
+    A float image within 0-1 gets a hint: CAMUS images hold 0-255.
+    """
+    if not np.isfinite(array).all():
+        raise InputError("image holds NaN or infinite values", path)
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise InputError(f"image values {low:g} to {high:g} lie outside 0-255", path)
+    if array.dtype.kind == "f" and 0 < high <= 1:
+        raise InputError(
+            f"image values 0 to {high:g}: it looks scaled to 0-1, but CAMUS images "
+            "hold 0-255",
+            path,
+        )
+
+
+def _same_spacing(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return bool(np.allclose(a, b, rtol=1e-3))
+
+
 def check_patient(patient: CamusPatient) -> None:
     """Check one scanned patient deeply, before any output is written.
 
-    Reads every header, verifies that compressed data is complete, reads the masks and
-    checks their labels, and checks that images and masks (and sequences and their
-    masks) have matching shapes and that sequences hold ``NbFrame`` frames.
+    Reads the ED and ES images and masks whole (grey levels finite and within 0-255,
+    labels 0-3, equal shapes and spacings, a valid spacing), and for the sequences
+    reads the headers and verifies that their compressed data is complete, with
+    ``NbFrame`` frames of the images' shape.
 
     Raises
     ------
     InputError
         Naming the file and the problem.
     """
-    for cam in patient.views.values():
-        for phase in PHASES:
-            image = images.read_header(cam.images[phase], verify=True)
-            if len(image.shape) != 2:
-                raise InputError(
-                    f"expected a 2D image, got shape {image.shape}", image.path
-                )
-            mask = images.read_image(cam.masks[phase])
-            if mask.array.shape != image.shape:
-                raise InputError(
-                    f"mask shape {mask.array.shape} differs from the image's "
-                    f"{image.shape} "
-                    f"({cam.images[phase].name})",
-                    cam.masks[phase],
-                )
-            check_mask_values(mask.array, cam.masks[phase])
-        if cam.sequence is None or cam.sequence_masks is None:
-            continue
-        seq = images.read_header(cam.sequence, verify=True)
-        seq_gt = images.read_image(cam.sequence_masks)
-        expected = (cam.info.n_frames, *image.shape)
-        for path, shape in (
-            (cam.sequence, seq.shape),
-            (cam.sequence_masks, seq_gt.array.shape),
-        ):
-            if tuple(shape) != expected:
-                raise InputError(
-                    f"shape {tuple(shape)} differs from (NbFrame, H, W) = {expected}",
-                    path,
-                )
-        check_mask_values(seq_gt.array, cam.sequence_masks)
+    with images.spacing_required():
+        for cam in patient.views.values():
+            _check_view(cam)
+
+
+def _check_view(cam: CamusView) -> None:
+    for phase in PHASES:
+        image = images.read_image(cam.images[phase])
+        if image.array.ndim != 2:
+            raise InputError(
+                f"expected a 2D image, got shape {image.array.shape}", image.path
+            )
+        check_image_values(image.array, image.path)
+        mask = images.read_image(cam.masks[phase])
+        if mask.array.shape != image.array.shape:
+            raise InputError(
+                f"mask shape {mask.array.shape} differs from the image's "
+                f"{image.array.shape} ({cam.images[phase].name})",
+                cam.masks[phase],
+            )
+        if not _same_spacing(mask.spacing, image.spacing):
+            raise InputError(
+                f"mask spacing {mask.spacing} mm differs from the image's "
+                f"{image.spacing} ({cam.images[phase].name})",
+                cam.masks[phase],
+            )
+        check_mask_values(mask.array, cam.masks[phase])
+    if cam.sequence is None or cam.sequence_masks is None:
+        return
+    seq = images.read_header(cam.sequence, verify=True)
+    seq_gt = images.read_image(cam.sequence_masks)
+    expected = (cam.info.n_frames, *image.array.shape)
+    for path, shape in (
+        (cam.sequence, seq.shape),
+        (cam.sequence_masks, seq_gt.array.shape),
+    ):
+        if tuple(shape) != expected:
+            raise InputError(
+                f"shape {tuple(shape)} differs from (NbFrame, H, W) = {expected}", path
+            )
+    check_mask_values(seq_gt.array, cam.sequence_masks)

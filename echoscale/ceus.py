@@ -31,6 +31,7 @@ from echoscale.errors import InputError
 from echoscale.prepare import (
     CAMUS_CLASSES,
     PrepareReport,
+    check_destination,
     choose_split,
     label_table,
     make_report,
@@ -40,6 +41,7 @@ from echoscale.prepare import (
     resize_image,
     resize_mask,
     sample_row,
+    skip_record,
 )
 
 log = logging.getLogger(__name__)
@@ -371,6 +373,7 @@ def prepare_ceus(
     """
     src = Path(src)
     size = parse_size(size)
+    check_destination(src, run)
     if fps is not None and not fps > 0:
         raise ValueError(f"--fps must be positive, got {fps}")
 
@@ -385,8 +388,7 @@ def prepare_ceus(
                     f"{err.message}; --skip-incomplete prepares the other cases",
                     err.path,
                 ) from err
-            log.warning("skipping %s", err)
-            skipped.append({"patient": folder.name, "reason": str(err)})
+            skipped.append(skip_record(folder, src, err))
             continue
         cases.append(case)
     if not cases:

@@ -7,6 +7,7 @@ problem, with a non-zero exit code; the traceback is shown only with ``--verbose
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 
@@ -17,6 +18,7 @@ from echoscale.errors import EchoscaleError
 
 EXIT_INPUT = 1
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Formatter(logging.Formatter):
@@ -39,8 +41,47 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logger.propagate = False
 
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """Move -v / -q given after the command to the front, where click expects them."""
+    if "--" in args:
+        cut = args.index("--")
+        head, tail = args[:cut], args[cut:]
+    else:
+        head, tail = args, []
+    flags = [a for a in head if a in GLOBAL_FLAGS]
+    return flags + [a for a in head if a not in GLOBAL_FLAGS] + tail
+
+
 class _Group(click.Group):
-    """A group that turns exceptions into one clean line and an exit code."""
+    """A group that turns every error into one clean line and an exit code."""
+
+    def main(
+        self,
+        args=None,
+        prog_name=None,
+        complete_var=None,
+        standalone_mode=True,
+        **extra,
+    ):
+        args = _hoist_global_flags(list(sys.argv[1:] if args is None else args))
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as err:
+            where = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+            click.echo(f"Error: {err.format_message()}{where}", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"Error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Error: interrupted; nothing half-written was kept", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -54,7 +95,7 @@ class _Group(click.Group):
             if isinstance(err, (EchoscaleError, ValueError, OSError)):
                 click.echo(f"Error: {_describe(err)}", err=True)
                 ctx.exit(EXIT_INPUT)
-            hint = "" if verbose else "; rerun with --verbose for the traceback"
+            hint = "" if verbose else "; rerun with --verbose to see the traceback"
             click.echo(
                 f"Error: internal error ({type(err).__name__}: {err}){hint}", err=True
             )
@@ -67,7 +108,11 @@ def _describe(err: Exception) -> str:
     return str(err)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    name="echoscale",
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="echoscale")
 @click.option(
     "-v", "--verbose", is_flag=True, help="Debug messages, and tracebacks on errors."
@@ -322,6 +367,12 @@ def _echo_report(report, what: str) -> None:
             click.echo(f"  {item['reason']}")
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so temporaries are removed
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command line (the ``echoscale`` console script)."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="echoscale")

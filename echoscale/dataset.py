@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,39 +159,45 @@ class Dataset:
     images, masks : ndarray, shape (N, H, W), uint8
         Read-only memory maps of the stacks.
     samples : list of dict
-        One row of ``samples.csv`` per sample, in stack order.
+        One row of ``samples.csv`` per sample, in stack order (values as text).
     manifest : dict
         The contents of ``manifest.json``.
     """
 
     root: Path
-    images: np.ndarray
-    masks: np.ndarray
-    samples: list[dict[str, str]]
-    manifest: dict[str, Any]
+    images: np.ndarray = field(repr=False)
+    masks: np.ndarray = field(repr=False)
+    samples: list[dict[str, str]] = field(repr=False)
+    manifest: dict[str, Any] = field(repr=False)
 
     def indices(self, split: str) -> np.ndarray:
         """Return the stack indices of one split's samples."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         return np.array(
             [i for i, r in enumerate(self.samples) if r["split"] == split], int
         )
 
     def patients(self, split: str) -> list[str]:
         """Return the sorted patient names of one split."""
-        return sorted({r["patient"] for r in self.samples if r["split"] == split})
-
-    def iter_rows(self, split: str | None = None) -> Iterator[dict[str, str]]:
-        """Yield the sample rows, optionally of one split only."""
-        return (r for r in self.samples if split is None or r["split"] == split)
+        return sorted({self.samples[i]["patient"] for i in self.indices(split)})
 
 
-def load_dataset(run: str | Path) -> Dataset:
+def load_dataset(run: str | Path, *, verify: bool = False) -> Dataset:
     """Open ``RUN/dataset`` written by ``prepare``, memory-mapping its stacks.
+
+    Parameters
+    ----------
+    run : str or Path
+        The run directory.
+    verify : bool
+        Also check the stacks against the manifest's SHA-256 checksums (reads them
+        whole). The sample table is always checked.
 
     Raises
     ------
     InputError
-        When a file is missing or the stacks, table and manifest disagree.
+        When a file is missing or damaged, or the stacks, table and manifest disagree.
     """
     paths = rundir.dataset_paths(run)
     for path in paths.values():
@@ -199,7 +205,19 @@ def load_dataset(run: str | Path) -> Dataset:
             raise InputError(
                 f"{path.name} is missing; run 'echoscale prepare' first", path.parent
             )
-    manifest = rundir.read_json(paths["manifest"])
+    try:
+        manifest = rundir.read_json(paths["manifest"])
+        sums = manifest["checksums"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise InputError(f"not a dataset manifest ({err})", paths["manifest"]) from err
+    checked = [rundir.SAMPLES] + ([rundir.IMAGES, rundir.MASKS] if verify else [])
+    for name in checked:
+        if sha256_file(paths["manifest"].parent / name) != sums.get(name):
+            raise InputError(
+                "does not match the checksum in manifest.json: the dataset was changed "
+                "after prepare; prepare it again",
+                paths["manifest"].parent / name,
+            )
     samples = rundir.read_csv(paths["samples"])
     stacks = {}
     for key in ("images", "masks"):
@@ -209,10 +227,11 @@ def load_dataset(run: str | Path) -> Dataset:
             raise InputError(f"cannot memory-map the stack: {err}", paths[key]) from err
         if stacks[key].ndim == 2:
             stacks[key] = stacks[key][None]
-        if len(stacks[key]) != len(samples):
+        expected = (len(samples), *manifest.get("size", stacks[key].shape[1:]))
+        if stacks[key].shape != tuple(expected):
             raise InputError(
-                f"holds {len(stacks[key])} frames but {rundir.SAMPLES} lists "
-                f"{len(samples)}",
+                f"holds a stack of shape {stacks[key].shape} but {rundir.SAMPLES} and "
+                f"{rundir.MANIFEST} describe {tuple(expected)}; prepare it again",
                 paths[key],
             )
     return Dataset(

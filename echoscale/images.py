@@ -12,6 +12,7 @@ file as it was; equal inputs give byte-identical files.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import gzip
 import json
@@ -201,7 +202,26 @@ def _make_image(path: Path, array: np.ndarray, spacing, frame_times) -> Image:
         raise ImageReadError(f"inconsistent image metadata: {exc}", path) from exc
 
 
+_SPACING_REQUIRED = contextvars.ContextVar("spacing_required", default=False)
+
+
+@contextlib.contextmanager
+def spacing_required() -> Iterator[None]:
+    """Within this block, a file without a valid pixel spacing is an error.
+
+    Outside it, readers warn and assume 1 mm pixels. Stages whose measurements depend
+    on the spacing (preparing a dataset) read their inputs inside this block.
+    """
+    token = _SPACING_REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _SPACING_REQUIRED.reset(token)
+
+
 def _unknown_spacing(path: Path, reason: str) -> tuple[float, float]:
+    if _SPACING_REQUIRED.get():
+        raise ImageReadError(f"{reason}: no valid pixel spacing", path)
     logger.warning("%s: %s; assuming 1 mm pixels, spacing (1.0, 1.0)", path, reason)
     return (1.0, 1.0)
 

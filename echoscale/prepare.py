@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ def assign_random(
     for split, frac in (("val", val), ("test", test)):
         if not 0 <= frac < 1:
             raise ValueError(f"--{split} must be a fraction in [0, 1), got {frac}")
+        if split == "test" and frac == 0:
+            raise ValueError("--test must be above 0: the test set would be empty")
         totals[split] = max(1, round(frac * n)) if frac > 0 else 0
     if n - totals["val"] - totals["test"] < 1:
         raise InputError(
@@ -296,6 +299,8 @@ def choose_split(
             names = {k: read_name_list(p) for k, p in lists.items()}
             assignment = assign_from_lists(patients, names, str(lists["train"].parent))
             record["lists"] = {k: str(p) for k, p in lists.items()}
+    if method != "folds" and (fold is not None or fold_lists is not None):
+        raise ValueError("--fold and --fold-lists need --split folds")
     if method == "folds":
         if fold is None or fold_lists is None:
             raise ValueError("--split folds needs --fold K and --fold-lists DIR")
@@ -394,13 +399,52 @@ def _scan_all(
                     f"{err.message}; --skip-incomplete prepares the other patients",
                     err.path,
                 ) from err
-            log.warning("skipping %s", err)
-            skipped.append({"patient": folder.name, "reason": str(err)})
+            skipped.append(skip_record(folder, src, err))
             continue
         kept.append(patient)
     if not kept:
         raise InputError("no usable patient left after skipping the damaged ones", src)
+    if sequences:
+        lacking = [
+            f"{p.name} {v.view}"
+            for p in kept
+            for v in p.views.values()
+            if v.sequence is None or v.sequence_masks is None
+        ]
+        if lacking:
+            log.warning(
+                "%d of %d views have no sequence images or masks to add (first: %s)",
+                len(lacking),
+                2 * len(kept),
+                lacking[0],
+            )
     return kept, skipped
+
+
+def skip_record(folder: Path, src: Path, err: InputError) -> dict[str, str]:
+    """Log a skipped patient or case; return its manifest entry.
+
+    The reason names files relative to the source, so the manifest does not depend
+    on how the source path was typed.
+    """
+    where = Path(os.path.abspath(err.path or folder))
+    try:
+        where = where.relative_to(os.path.abspath(src))
+    except ValueError:
+        pass
+    log.warning("skipping %s: %s: %s", folder.name, where, err.message)
+    return {"patient": folder.name, "reason": f"{where}: {err.message}"}
+
+
+def check_destination(src: Path, run: Path) -> None:
+    """Refuse a run directory inside the source: prepare never writes into its input."""
+    src, run = src.resolve(), Path(run).resolve()
+    if run == src or src in run.parents:
+        raise InputError(
+            f"the run directory {run} lies inside the source folder; choose one "
+            "outside it, so that the source data is never written to",
+            src,
+        )
 
 
 def _view_samples(cam: camus.CamusView, sequences: bool):
@@ -425,6 +469,7 @@ def _view_samples(cam: camus.CamusView, sequences: bool):
     if not sequences or cam.sequence is None or cam.sequence_masks is None:
         return
     cine = images.read_image(cam.sequence)
+    camus.check_image_values(cine.array, cam.sequence)
     cine_masks = images.read_image(cam.sequence_masks).array
     for t in range(len(cine.array)):
         # ED and ES are samples already (bit-identical images); empty masks: unlabelled
@@ -495,6 +540,7 @@ def prepare_camus(
     src = Path(src)
     size = parse_size(size)
     classes = parse_classes(classes)
+    check_destination(src, run)
 
     patients, skipped = _scan_all(src, sequences, skip_incomplete)
     qualities = {p.name: p.quality for p in patients}

@@ -12,12 +12,15 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DATASET = "dataset"
 IMAGES = "images.tif"
@@ -62,23 +65,64 @@ def model_paths(run: str | Path, key: str) -> dict[str, Path]:
     return {role: root / name for role, name in MODEL_FILES.items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree; warn when it cannot be removed."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("could not remove %s: %s", path, err.strerror)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporaries left beside ``path`` by writers that were killed.
+
+    Temporary names carry the writer's process id; those of live processes stay.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        parts = stale.name[len(path.name) + 2 :].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _remove(stale)
+        except PermissionError:
+            pass  # another user's live process
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
+    The file gets the permissions the umask gives a new file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     # The temporary name keeps the suffix so that writers choosing a format by
     # extension (nibabel's .nii.gz) still choose the right one.
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent
+        prefix=f".{path.name}.{os.getpid()}.",
+        suffix=".tmp" + "".join(path.suffixes),
+        dir=path.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -89,22 +133,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; swap it in for ``path`` on success.
 
-    A folder that already exists at ``path`` is kept until the new one is complete,
-    and is restored if the swap itself fails.
+    Whatever exists at ``path`` is kept until the new folder is complete, and is
+    restored if the swap itself fails. Temporaries of killed runs are cleared first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = Path(
-        tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
     )
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists() or path.is_symlink():
+        old = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
         os.replace(path, old)
     try:
         os.replace(tmp, path)
@@ -114,7 +162,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -164,3 +164,26 @@ def test_split_lists_are_found_beside_the_nifti_folder(tmp_path):
     found = camus.find_split_lists(tmp_path / "database_nifti")
     assert found is not None and found["val"] == split / "subgroup_validation.txt"
     assert camus.find_split_lists(Path(tmp_path / "elsewhere" / "deeper" / "x")) is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ED: 1\nES: 3\nNbFrame: 4\nED: 2\nImageQuality: Good\n", "ED is given twice"),
+        ("ED: 2\nES: 2\nNbFrame: 4\nImageQuality: Good\n", "ED and ES are the same"),
+        ("  \n", "is empty"),
+    ],
+)
+def test_duplicate_keys_equal_phases_and_empty_cfgs_are_refused(
+    tmp_path, text, message
+):
+    path = tmp_path / "Info_2CH.cfg"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        camus.read_info(path)
+
+
+def test_a_cfg_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "Info_2CH.cfg"
+    path.write_bytes(b"\xef\xbb\xbfED: 1\nES: 3\nNbFrame: 3\nImageQuality: Medium\n")
+    assert camus.read_info(path).ed == 1

@@ -90,3 +90,16 @@ def test_random_split_options_reach_the_manifest(invoke, tmp_path, run_dir):
         "stratified_by": "image quality",
     }
     assert [len(manifest["patients"][s]) for s in ("train", "val", "test")] == [5, 2, 3]
+
+
+def test_a_usage_error_is_one_line(invoke, camus_root, run_dir):
+    result = invoke("prepare", "camus", camus_root, run_dir, "--classes", "foo")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert "--classes" in lines[0] and "echoscale prepare camus --help" in lines[0]
+
+
+def test_verbose_works_after_the_command_too(invoke, camus_root, run_dir):
+    result = invoke("prepare", "camus", camus_root, run_dir, "--verbose")
+    assert result.exit_code == 1 and "Traceback" in result.stderr

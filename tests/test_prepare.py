@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -328,3 +330,144 @@ def test_the_documented_example_lists_give_disjoint_splits():
     names = {k: prepare.read_name_list(v) for k, v in lists.items()}
     official = prepare.assign_from_lists(patients, names, "database_split")
     assert Counter(official.values()) == {"train": 8, "val": 2, "test": 2}
+
+
+def _four_patients(root: Path, **kwargs) -> Path:
+    for k in range(1, 5):
+        make_camus_patient(root, f"patient{k:04d}", **kwargs)
+    return root
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (lambda im: im / 255.0, "looks scaled to 0-1"),
+        (lambda im: im * 200.0, "lie outside 0-255"),
+        (lambda im: np.where(im > 100, np.nan, im), "NaN or infinite"),
+    ],
+    ids=["unit-range", "too-bright", "nan"],
+)
+def test_images_outside_0_255_are_refused(tmp_path, values, message):
+    src = _four_patients(tmp_path / "src")
+    bad = src / "patient0002" / "patient0002_4CH_ED.nii.gz"
+    image = images.read_image(bad)
+    images.write_nifti(bad, values(image.array.astype(np.float32)), image.spacing)
+    with pytest.raises(InputError, match=message) as info:
+        prepare.prepare_camus(src, tmp_path / "run")
+    assert "patient0002_4CH_ED.nii.gz" in str(info.value)
+
+
+def test_a_mask_with_another_spacing_is_refused(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    bad = src / "patient0001" / "patient0001_2CH_ES_gt.nii.gz"
+    images.write_nifti(bad, images.read_image(bad).array, (0.3, 0.3))
+    with pytest.raises(InputError, match="mask spacing"):
+        prepare.prepare_camus(src, tmp_path / "run")
+
+
+def test_an_image_without_a_spacing_is_refused(tmp_path):
+    src = _four_patients(tmp_path / "src", release="mhd")
+    header = src / "patient0003" / "patient0003_2CH_ED.mhd"
+    header.write_text(
+        header.read_text().replace("ElementSpacing = 0.5 0.3", "ElementSpacing = 0 0")
+    )
+    with pytest.raises(InputError, match="no valid pixel spacing"):
+        prepare.prepare_camus(src, tmp_path / "run")
+
+
+def test_a_run_inside_the_source_is_refused(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    for run in (src, src / "run", src / "patient0001"):
+        with pytest.raises(InputError, match="lies inside the source folder"):
+            prepare.prepare_camus(src, run)
+    assert not (src / "run").exists() and not (src / "patient0001" / "dataset").exists()
+
+
+def test_incomplete_official_lists_are_an_error_not_a_random_split(tmp_path):
+    src = _four_patients(tmp_path / "database_nifti")
+    lists = tmp_path / "database_split"
+    lists.mkdir()
+    (lists / "subgroup_training.txt").write_text("patient0001\npatient0002\n")
+    (lists / "subgroup_testing.txt").write_text("patient0003\n")
+    with pytest.raises(InputError, match="subgroup_validation.txt missing"):
+        prepare.prepare_camus(src, tmp_path / "run")
+
+
+def test_patients_at_different_depths_are_all_found(tmp_path):
+    src = tmp_path / "src"
+    make_camus_patient(src, "patient0001")
+    make_camus_patient(src / "training", "patient0002")
+    make_camus_patient(src / "testing", "patient0003")
+    names = [p.name for p in camus.find_patient_dirs(src)]
+    assert names == ["patient0001", "patient0002", "patient0003"]
+
+
+def test_uncompressed_nifti_patients_are_read(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    folder = src / "patient0004"
+    for path in folder.glob("*.nii.gz"):
+        image = images.read_image(path)
+        images.write_nifti(path.with_name(path.name[:-3]), image.array, image.spacing)
+        path.unlink()
+    report = prepare.prepare_camus(src, tmp_path / "run", size=(32, 32))
+    assert report.n_patients == 4
+
+
+def test_fold_options_without_folds_and_an_empty_test_set_are_refused(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    with pytest.raises(ValueError, match="need --split folds"):
+        prepare.prepare_camus(src, tmp_path / "run", split="random", fold=2)
+    with pytest.raises(ValueError, match="test set would be empty"):
+        prepare.prepare_camus(src, tmp_path / "run", split="random", test=0)
+
+
+def test_skip_reasons_do_not_depend_on_how_the_source_was_typed(
+    camus_root, tmp_path, monkeypatch
+):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("patient0001", "patient0002", "patient0003", "patient0016"):
+        (src / name).symlink_to(camus_root / name, target_is_directory=True)
+    first = prepare.prepare_camus(src, tmp_path / "a", skip_incomplete=True, size=32)
+    monkeypatch.chdir(tmp_path)
+    second = prepare.prepare_camus("src", "b", skip_incomplete=True, size=32)
+    assert first.skipped == second.skipped
+    assert first.skipped[0]["reason"].startswith("patient0016: missing Info_2CH.cfg")
+
+
+def test_an_edited_table_or_stack_is_caught_on_loading(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    run = tmp_path / "run"
+    prepare.prepare_camus(src, run, size=(32, 32))
+    paths = rundir.dataset_paths(run)
+    stack = bytearray(paths["images"].read_bytes())
+    stack[-10] ^= 0xFF
+    paths["images"].write_bytes(bytes(stack))
+    load_dataset(run)  # a plain load reads no pixels
+    with pytest.raises(InputError, match="images.tif: does not match the checksum"):
+        load_dataset(run, verify=True)
+    table = paths["samples"].read_text()
+    paths["samples"].write_text(table.replace(",train,", ",test,"))
+    with pytest.raises(InputError, match="samples.csv: does not match the checksum"):
+        load_dataset(run)
+    paths["manifest"].write_text("{not json")
+    with pytest.raises(InputError, match="manifest.json: not a dataset manifest"):
+        load_dataset(run)
+
+
+def test_outputs_follow_the_umask_and_stale_temporaries_are_cleared(tmp_path):
+    src = _four_patients(tmp_path / "src")
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".dataset.999999.abcd.tmp"  # a temporary of a process long gone
+    stale.mkdir()
+    old = os.umask(0o022)
+    try:
+        prepare.prepare_camus(src, run, size=(32, 32))
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    root = rundir.dataset_dir(run)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    for path in root.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name

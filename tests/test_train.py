@@ -180,3 +180,18 @@ def test_cli_trains_and_reports_one_line(invoke, tiny_run):
     assert "step 2" in result.stderr and "test loss" in result.stdout
     bad = invoke("train", tiny_run, "--fraction", "0", "--size", "32")
     assert bad.exit_code == 1 and "--fraction must be in (0, 1]" in bad.stderr
+
+
+@pytest.mark.slow
+def test_real_camus_at_128_reaches_the_dice_targets_on_held_out_patients(
+    camus_root, tmp_path
+):
+    run = tmp_path / "run"
+    prepare.prepare_camus(
+        camus_root, run, size=(128, 128), skip_incomplete=True, val=0.1, test=0.25
+    )
+    config = train.TrainConfig(width=8, depth=4, max_steps=450, eval_every=50, lr=3e-3)
+    result = train.train(run, config)
+    assert result["test_patients"] == 3 and result["train_patients"] == 8
+    assert result["dice"]["lv_endo"]["all"] >= 0.85
+    assert result["dice"]["myo"]["all"] >= 0.65

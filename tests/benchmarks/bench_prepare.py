@@ -66,3 +66,19 @@ def run() -> dict:
         "import_only_peak_rss_mib": round(base_mib, 1),
         "runs": rows,
     }
+
+
+def markdown(section: dict) -> str:
+    """A Markdown table of the runs."""
+    lines = [
+        "| patients | seconds | peak RSS MiB | above imports MiB | time ratio "
+        "| peak ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in section["runs"]:
+        lines.append(
+            f"| {r['patients']} | {r['seconds']} | {r['peak_rss_mib']} "
+            f"| {r['peak_above_imports_mib']} | {r['time_ratio_vs_3']} "
+            f"| {r['peak_ratio_vs_3']} |"
+        )
+    return "\n".join(lines) + "\n"

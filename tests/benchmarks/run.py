@@ -11,26 +11,20 @@ import platform
 from pathlib import Path
 
 from echoscale import rundir
-from tests.benchmarks import bench_prepare
+from tests.benchmarks import bench_prepare, bench_train
 
-BENCHMARKS = {"prepare_camus": bench_prepare.run}
+BENCHMARKS = {"prepare_camus": bench_prepare, "train_speed": bench_train}
 
 
 def _markdown(report: dict) -> str:
-    lines = [
-        "| benchmark | patients | seconds | peak RSS MiB | above imports MiB "
-        "| time ratio | peak ratio |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    parts = []
     for name, section in report["benchmarks"].items():
-        for row in section.get("runs", []):
-            lines.append(
-                f"| {name} | {row['patients']} | {row['seconds']} "
-                f"| {row['peak_rss_mib']} "
-                f"| {row['peak_above_imports_mib']} | {row['time_ratio_vs_3']} "
-                f"| {row['peak_ratio_vs_3']} |"
-            )
-    return "\n".join(lines) + "\n"
+        parts.append(f"## {name}\n\n{section.get('what', '')}\n")
+        if "skipped" in section:
+            parts.append(f"skipped: {section['skipped']}\n")
+        else:
+            parts.append(BENCHMARKS[name].markdown(section))
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -43,7 +37,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },
-        "benchmarks": {name: fn() for name, fn in BENCHMARKS.items()},
+        "benchmarks": {name: module.run() for name, module in BENCHMARKS.items()},
     }
     rundir.write_json(args.out, report)
     rundir.write_text(args.out.with_suffix(".md"), _markdown(report))
