@@ -351,18 +351,24 @@ def train_cmd(run, no_augment, force, resume, **settings) -> None:
     )
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def _echo_report(report, what: str) -> None:
     per = report.samples_per_split
     pats = report.patients_per_split
     click.echo(
-        f"prepared {report.n_patients} {what}s, {report.n_samples} samples into "
-        f"{report.dataset}"
+        f"prepared {_count(report.n_patients, what)}, "
+        f"{_count(report.n_samples, 'sample')} into {report.dataset}"
     )
     for split in ("train", "val", "test"):
-        click.echo(f"  {split:<5} {pats[split]:>4} {what}s {per[split]:>6} samples")
+        click.echo(
+            f"  {split:<5} {_count(pats[split], what):>14} "
+            f"{_count(per[split], 'sample'):>14}"
+        )
     if report.skipped:
-        n = len(report.skipped)
-        click.echo(f"skipped {n} {what}{'s' if n != 1 else ''}:")
+        click.echo(f"skipped {_count(len(report.skipped), what)}:")
         for item in report.skipped:
             click.echo(f"  {item['reason']}")
 

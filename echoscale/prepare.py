@@ -63,8 +63,8 @@ def parse_size(text: str | int | Sequence[int]) -> tuple[int, int]:
         parts = [int(p) for p in text]
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise ValueError(f"size must be at least 16 x 16, got {text!r}")
+    if len(parts) != 2 or min(parts) < 16 or max(parts) > 4096:
+        raise ValueError(f"size must be from 16 to 4096 pixels a side, got {text!r}")
     return parts[0], parts[1]
 
 
@@ -155,6 +155,8 @@ def assign_random(
             f"{totals['val']} validation and {totals['test']} test patients and still "
             "leave one for training"
         )
+    if seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
     rng = np.random.default_rng(seed)
     strata: dict[str, list[str]] = {}
     for name in names:
@@ -323,6 +325,8 @@ def order_splits(
     every training fraction takes a prefix of it, so smaller subsets nest inside
     larger ones.
     """
+    if seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
     by_split = {s: sorted(p for p, v in assignment.items() if v == s) for s in SPLITS}
     shuffle = np.random.default_rng(seed).permutation(len(by_split["train"]))
     return by_split, [by_split["train"][i] for i in shuffle]

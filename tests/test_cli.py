@@ -51,7 +51,7 @@ def test_verbose_adds_the_traceback(invoke, camus_root, run_dir):
 def test_a_bad_size_is_a_usage_error(invoke, camus_root, run_dir):
     result = invoke("prepare", "camus", camus_root, run_dir, "--size", "8x8")
     assert result.exit_code == 2
-    assert "--size" in result.stderr and "at least 16" in result.stderr
+    assert "--size" in result.stderr and "from 16 to 4096" in result.stderr
 
 
 def test_a_missing_source_folder_is_named(invoke, tmp_path, run_dir):
