@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint bench clean
+.PHONY: install test test-fast lint bench demo clean
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ lint: install
 
 bench: install
 	$(BIN)/python -m tests.benchmarks.run --out bench/report.json
+
+# The study so far, on data the project makes itself (later stages join as they land).
+DEMO ?= runs/demo
+demo: install
+	$(BIN)/echoscale phantom $(DEMO)/data --patients 20 --ceus-cases 4
+	$(BIN)/echoscale prepare camus $(DEMO)/data/camus $(DEMO)/camus --size 128 --sequences
+	$(BIN)/echoscale prepare ceus $(DEMO)/data/ceus $(DEMO)/ceus --size 128
+	$(BIN)/echoscale train $(DEMO)/camus --width 8 --depth 4 --max-steps 300 \
+		--eval-every 50 --force
+	@echo "demo: every table and model is in $(DEMO)/"
 
 clean:
 	rm -rf $(VENV) bench .pytest_cache .ruff_cache *.egg-info
