@@ -289,6 +289,52 @@ def phantom(out, patients, ceus_cases, seed, size) -> None:
     click.echo(f"wrote {len(report.cases)} contrast-loop cases to {report.ceus}")
 
 
+def _training_options(fn):
+    """The options of one training run, shared by ``train`` and ``sweep``."""
+    options = [
+        click.option("--max-steps", default=2000, show_default=True),
+        click.option("--batch-size", default=8, show_default=True),
+        click.option(
+            "--lr", default=2e-3, show_default=True, help="Peak AdamW learning rate."
+        ),
+        click.option(
+            "--eval-every",
+            default=100,
+            show_default=True,
+            help="Steps between validation passes (and checkpoints).",
+        ),
+        click.option(
+            "--patience",
+            default=5,
+            show_default=True,
+            help="Validation passes without improvement before stopping.",
+        ),
+        click.option(
+            "--size",
+            default=None,
+            callback=lambda c, p, v: v and _size(c, p, v),
+            help="Train at this size (N or HxW) instead of the dataset's.",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto, cpu, cuda or cuda:i.",
+        ),
+        click.option(
+            "--precision",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "fp32", "bf16"]),
+            help="auto: bf16 where the hardware has it, else fp32.",
+        ),
+        click.option("--no-augment", is_flag=True, help="Train without augmentation."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("train")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option(
@@ -302,38 +348,7 @@ def phantom(out, patients, ceus_cases, seed, size) -> None:
     help="Fraction of the training patients (a prefix of the fixed shuffle).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of init and batches.")
-@click.option("--max-steps", default=2000, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", default=2e-3, show_default=True, help="Peak AdamW learning rate.")
-@click.option(
-    "--eval-every",
-    default=100,
-    show_default=True,
-    help="Steps between validation passes (and checkpoints).",
-)
-@click.option(
-    "--patience",
-    default=5,
-    show_default=True,
-    help="Validation passes without improvement before stopping.",
-)
-@click.option(
-    "--size",
-    default=None,
-    callback=lambda c, p, v: v and _size(c, p, v),
-    help="Train at this size (N or HxW) instead of the dataset's.",
-)
-@click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:i."
-)
-@click.option(
-    "--precision",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    help="auto: bf16 where the hardware has it, else fp32.",
-)
-@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@_training_options
 @click.option("--force", is_flag=True, help="Retrain a finished key.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
 def train_cmd(run, no_augment, force, resume, **settings) -> None:
@@ -349,6 +364,109 @@ def train_cmd(run, no_augment, force, resume, **settings) -> None:
         f"{result['test_loss']:.4f}, Dice {shown} ({result['steps']} steps, "
         f"{result['wall_seconds']:.0f} s, {result['device']} {result['precision']})"
     )
+
+
+def _numbers(kind: type):
+    def parse(ctx: click.Context, param: click.Parameter, value: str):
+        try:
+            values = [kind(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            msg = f"expected comma-separated numbers, got {value!r}"
+            raise click.BadParameter(msg) from None
+        if not values:
+            raise click.BadParameter("needs at least one value")
+        return values
+
+    return parse
+
+
+@cli.command("sweep")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--widths",
+    default="4,8,16,32",
+    show_default=True,
+    callback=_numbers(int),
+    help="Comma-separated widths.",
+)
+@click.option(
+    "--depths",
+    default="4",
+    show_default=True,
+    callback=_numbers(int),
+    help="Comma-separated depths.",
+)
+@click.option(
+    "--fractions",
+    default="0.125,0.25,0.5,1",
+    show_default=True,
+    callback=_numbers(float),
+    help="Comma-separated training fractions.",
+)
+@click.option(
+    "--seeds",
+    default="0,1,2",
+    show_default=True,
+    callback=_numbers(int),
+    help="Comma-separated seeds.",
+)
+@_training_options
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    help="Runs at once, each in its own process.",
+)
+@click.option(
+    "--devices",
+    default=None,
+    help="Comma-separated devices handed to the runs in turn (cuda:0,cuda:1).",
+)
+@click.option(
+    "--print-commands",
+    is_flag=True,
+    help="Print one 'echoscale train' line per missing run; train nothing.",
+)
+@click.option(
+    "--collect", is_flag=True, help="Only rebuild RUN/sweep.csv from the finished runs."
+)
+def sweep_cmd(
+    run,
+    widths,
+    depths,
+    fractions,
+    seeds,
+    no_augment,
+    jobs,
+    devices,
+    print_commands,
+    collect,
+    **settings,
+) -> None:
+    """Train every missing width x depth x fraction x seed; rebuild RUN/sweep.csv."""
+    from echoscale import sweep
+    from echoscale.train import TrainConfig
+
+    if collect:
+        rows = sweep.collect(run)
+        click.echo(f"{run}/sweep.csv: {len(rows)} models")
+        return
+    base = TrainConfig(augment=not no_augment, **settings)
+    configs = sweep.plan(widths, depths, fractions, seeds, base)
+    device_list = [d.strip() for d in devices.split(",")] if devices else None
+    if print_commands:
+        for number, config in enumerate(configs):
+            if not sweep.is_finished(run, config):
+                device = device_list[number % len(device_list)] if device_list else None
+                click.echo(sweep.train_command(run, config, device))
+        return
+    rows = sweep.run_sweep(run, configs, jobs=jobs, devices=device_list)
+    failed = [r for r in rows if r["status"] == "failed"]
+    click.echo(
+        f"{run}/sweep.csv: {len(rows) - len(failed)} models done, {len(failed)} failed"
+    )
+    for row in failed:
+        click.echo(f"  {row['key']}: {row['error']}")
 
 
 def _count(n: int, what: str) -> str:

@@ -28,6 +28,11 @@ MASKS = "masks.tif"
 SAMPLES = "samples.csv"
 MANIFEST = "manifest.json"
 MODELS = "models"
+SWEEP = "sweep.csv"
+LAW = "law.json"
+LAW_CSV = "law.csv"
+LAW_PNG = "law.png"
+SELECTION = "selection.json"
 MODEL_FILES = {
     "config": "config.json",
     "model": "model.pt",
