@@ -41,7 +41,7 @@ demo: install
 	$(BIN)/echoscale prepare camus $(DEMO)/data/camus $(DEMO)/camus --size 128 --sequences
 	$(BIN)/echoscale prepare ceus $(DEMO)/data/ceus $(DEMO)/ceus --size 128
 	$(BIN)/echoscale train $(DEMO)/camus --width 8 --depth 4 --max-steps 300 \
-		--eval-every 50 --force
+		--eval-every 50
 	@echo "demo: every table and model is in $(DEMO)/"
 
 clean:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def read_case_settings(path: str | Path) -> dict[str, Any]:
         ):
             raise InputError(f"{key} has the wrong type: {value!r}", path)
     for key in ("fps", "dynamic_range_db"):
-        if settings.get(key) is not None and not settings[key] > 0:
+        if settings.get(key) is not None and not 0 < settings[key] < float("inf"):
             raise InputError(f"{key} must be positive, got {settings[key]}", path)
     if settings.get("septum_side") not in (None, "left", "right"):
         raise InputError(
@@ -134,7 +135,8 @@ def read_case_settings(path: str | Path) -> dict[str, Any]:
     for key in ("frame_times", "flash_frames"):
         values = settings.get(key)
         if values is not None and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
         ):
             raise InputError(f"{key} must be a list of numbers", path)
     if settings.get("flash_frames") is not None and not all(

@@ -285,8 +285,13 @@ def phantom(out, patients, ceus_cases, seed, size) -> None:
     report = make_phantom(
         out, patients=patients, ceus_cases=ceus_cases, seed=seed, **kwargs
     )
-    click.echo(f"wrote {len(report.patients)} CAMUS-layout patients to {report.camus}")
-    click.echo(f"wrote {len(report.cases)} contrast-loop cases to {report.ceus}")
+    click.echo(
+        f"wrote {_count(len(report.patients), 'CAMUS-layout patient')} to "
+        f"{report.camus}"
+    )
+    click.echo(
+        f"wrote {_count(len(report.cases), 'contrast-loop case')} to {report.ceus}"
+    )
 
 
 def _training_options(fn):
@@ -467,6 +472,131 @@ def sweep_cmd(
     )
     for row in failed:
         click.echo(f"  {row['key']}: {row['error']}")
+
+
+@cli.command("fit-law")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--metric",
+    default="test_loss",
+    show_default=True,
+    help="The sweep.csv column the laws model.",
+)
+@click.option(
+    "--data-unit",
+    default="patients",
+    show_default=True,
+    type=click.Choice(["patients", "images"]),
+    help="What D counts.",
+)
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    default=1000,
+    show_default=True,
+    help="Bootstrap draws over seeds within each (N, D) cell.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--target-size",
+    type=float,
+    default=None,
+    help="D to extrapolate to; default: the whole training set.",
+)
+@click.option(
+    "--transfer-from",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Another run's law.json: keep its exponents, fit the levels.",
+)
+def fit_law_cmd(run, metric, data_unit, n_boot, seed, target_size, transfer_from):
+    """Fit scaling laws to RUN/sweep.csv; writes law.json, law.csv and law.png."""
+    from echoscale.select import fit_run
+
+    law = fit_run(
+        run,
+        metric=metric,
+        data_unit=data_unit,
+        n_boot=n_boot,
+        seed=seed,
+        target_D=target_size,
+        transfer_from=transfer_from,
+    )
+    click.echo(
+        f"{metric} at D = {law['target_D']:g} {data_unit}, per size "
+        "(data law; 95% bootstrap interval):"
+    )
+    for key, fit in law["sizes"].items():
+        pred = law["predicted"]["sizes"][key]
+        if not fit["success"]:
+            click.echo(f"  {key:<8} no fit: {fit['message']}")
+            continue
+        band = ""
+        if pred.get("lower") is not None:
+            band = f" [{pred['lower']:.4f}, {pred['upper']:.4f}]"
+        beta = fit["params"].get("beta")
+        click.echo(
+            f"  {key:<8} N {pred['N']:>10.0f}  beta {beta:.3f}  "
+            f"predicted {pred['loss']:.4f}{band}"
+        )
+    for key, row in (law.get("backtest") or {}).get("sizes", {}).items():
+        if row.get("rel_error") is not None:
+            click.echo(
+                f"  backtest {key}: predicted {row['predicted']:.4f}, measured "
+                f"{row['measured']:.4f} ({100 * row['rel_error']:+.1f}%)"
+            )
+    click.echo(f"wrote {run}/law.json, law.csv and law.png")
+
+
+@cli.command("select")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option(
+    "--target-size",
+    type=float,
+    default=None,
+    help="D to choose for; default: the whole training set.",
+)
+@click.option(
+    "--tolerance",
+    default=0.01,
+    show_default=True,
+    help="Relative loss margin over the best that still counts as optimal.",
+)
+@click.option(
+    "--budget-flops",
+    type=float,
+    default=None,
+    help="Choose the best size whose training fits this many FLOPs.",
+)
+@click.option("--top", type=int, default=None, help="Show only the K best sizes.")
+def select_cmd(run, target_size, tolerance, budget_flops, top):
+    """Rank network sizes by predicted loss; write RUN/selection.json."""
+    from echoscale.select import select
+
+    result = select(
+        run,
+        target_D=target_size,
+        tolerance=tolerance,
+        budget_flops=budget_flops,
+        top=top,
+    )
+    click.echo(
+        f"predicted {result['metric']} at D = {result['target_D']:g} "
+        f"{result['data_unit']}:"
+    )
+    for row in result["ranking"]:
+        band = ""
+        if row.get("lower") is not None:
+            band = f" [{row['lower']:.4f}, {row['upper']:.4f}]"
+        mark = "*" if row["size"] == result["choice"] else " "
+        click.echo(
+            f" {mark}{row['size']:<8} {row['N']:>10.0f} parameters "
+            f"({row['parameter_ratio']:.3g} of the largest)  "
+            f"{row['loss']:.4f}{band}"
+        )
+    if result["choice"] is None:
+        raise EchoscaleError(f"no size can be chosen: {result['reason']}")
+    click.echo(f"choice: {result['choice']} ({result['reason']})")
+    click.echo(f"train it on all the data: {result['command']}")
 
 
 def _count(n: int, what: str) -> str:

@@ -32,8 +32,12 @@ import numpy as np
 from scipy import ndimage
 
 from echoscale import images, rundir
+from echoscale.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# marks the folders the phantom owns, so that it replaces only its own output
+MARKER = ".echoscale-phantom"
 
 VIEWS = ("2CH", "4CH")
 QUALITY_SHARES = {"Good": 0.50, "Medium": 0.35, "Poor": 0.15}
@@ -940,10 +944,24 @@ def make_phantom(
     workers = _check_count(workers, "workers", 1)
 
     out = Path(out)
+    for part in ("camus", "ceus"):
+        folder = out / part
+        if (
+            folder.exists()
+            and any(folder.iterdir())
+            and not (folder / MARKER).is_file()
+        ):
+            raise InputError(
+                "exists and was not written by echoscale phantom; it is never "
+                "replaced: choose another OUT",
+                folder,
+            )
     names = [f"patient{k:04d}" for k in range(1, patients + 1)]
     cases = [f"case{k:02d}" for k in range(1, ceus_cases + 1)]
     with rundir.atomic_dir(out / "camus") as camus_tmp:
         with rundir.atomic_dir(out / "ceus") as ceus_tmp:
+            for tmp in (camus_tmp, ceus_tmp):
+                rundir.write_text(tmp / MARKER, "written by echoscale phantom\n")
             # the contrast cases are the longest jobs: start them first
             jobs = [
                 (_write_case, ceus_tmp / name, seed, k, ceus_size)

@@ -61,13 +61,18 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first setting out of range."""
+        for name in ("width", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, got {self.seed}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"--fraction must be in (0, 1], got {self.fraction}")
         for name in ("max_steps", "batch_size", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
 
@@ -274,6 +279,38 @@ def _nanmean(values: np.ndarray) -> float | None:
     return round(float(values.mean()), 6) if values.size else None
 
 
+# settings outside the key that change what a run computes
+_COMPARED = (
+    "max_steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "eval_every",
+    "patience",
+    "augment",
+)
+
+
+def _check_same_settings(path: Path, config: TrainConfig, what: str, fix: str) -> None:
+    """Refuse a finished or resumed key whose stored settings differ from ``config``."""
+    try:
+        saved = rundir.read_json(path)
+    except (OSError, ValueError):
+        return
+    wanted = asdict(config)
+    differ = [
+        f"{k} {saved[k]} (asked {wanted[k]})"
+        for k in _COMPARED
+        if k in saved and saved[k] != wanted[k]
+    ]
+    if differ:
+        raise InputError(
+            f"{config.key} {what} with other settings: {', '.join(differ)}; {fix} to "
+            "train with the new ones",
+            path.parent,
+        )
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     with rundir.atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -295,21 +332,20 @@ def load_model(
         raise InputError("no such model file", path)
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = (
-            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        )
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise InputError(
-            f"not an echoscale model (a state dict and config): {first}", path
+            "not an echoscale model: the file is damaged or holds something other "
+            "than tensors and plain data",
+            path,
         ) from err
     if not isinstance(payload, dict) or not {"state_dict", "model"} <= set(payload):
         raise InputError(
             "not an echoscale model: expected a dict with state_dict and model", path
         )
-    model = UNet(**payload["model"])
     try:
+        model = UNet(**payload["model"])
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError, ValueError) as err:
         raise InputError(f"weights do not fit the network: {err}", path) from err
     return model.to(device).eval(), payload.get("config", {})
 
@@ -337,8 +373,11 @@ def train(
     config.check()
     paths = rundir.model_paths(run, config.key)
     if paths["metrics"].is_file() and not force:
+        _check_same_settings(paths["config"], config, "is trained already", "--force")
         log.info("%s is trained already (--force retrains)", config.key)
         return rundir.read_json(paths["metrics"])
+    if resume and paths["checkpoint"].is_file():
+        _check_same_settings(paths["config"], config, "was started", "drop --resume")
     data = load_dataset(run)
     size = tuple(config.size or data.images.shape[1:])
     check_size(size, config.depth)
@@ -409,7 +448,15 @@ def _train(
     )
     state, best_weights = _State(), None
     if resume and paths["checkpoint"].is_file():
-        saved = torch.load(paths["checkpoint"], map_location=device, weights_only=True)
+        try:
+            saved = torch.load(
+                paths["checkpoint"], map_location=device, weights_only=True
+            )
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise InputError(
+                "the checkpoint is damaged; rerun without --resume to start afresh",
+                paths["checkpoint"],
+            ) from err
         model.load_state_dict(saved["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
         best_weights = saved["best_state_dict"]
@@ -450,6 +497,11 @@ def _train(
         with _autocast(device, precision):
             logits = model(images)
         loss = segmentation_loss(logits, masks).mean()
+        if not torch.isfinite(loss):
+            raise InputError(
+                f"{config.key}: training diverged (the loss is not finite at step "
+                f"{state.step}); lower --lr (now {config.lr:g})"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

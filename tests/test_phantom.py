@@ -564,3 +564,12 @@ if __name__ == "__main__":
                     f"  {key:18s} min {values.min():.4f}  median "
                     f"{np.median(values):.4f}  max {values.max():.4f}"
                 )
+
+
+def test_the_phantom_never_replaces_a_folder_it_did_not_write(tmp_path):
+    from echoscale.errors import InputError
+
+    (tmp_path / "camus" / "patient0001").mkdir(parents=True)
+    with pytest.raises(InputError, match="was not written by echoscale phantom"):
+        phantom.make_phantom(tmp_path, patients=1, ceus_cases=0)
+    assert (tmp_path / "camus" / "patient0001").is_dir()

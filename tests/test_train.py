@@ -195,3 +195,19 @@ def test_real_camus_at_128_reaches_the_dice_targets_on_held_out_patients(
     assert result["test_patients"] == 3 and result["train_patients"] == 8
     assert result["dice"]["lv_endo"]["all"] >= 0.85
     assert result["dice"]["myo"]["all"] >= 0.65
+
+
+def test_a_finished_key_with_other_settings_is_refused_not_reused(tiny_run):
+    config = train.TrainConfig(**TINY, seed=12)
+    train.train(tiny_run, config)
+    longer = train.TrainConfig(**{**TINY, "max_steps": 40}, seed=12)
+    with pytest.raises(InputError, match=r"max_steps 12 \(asked 40\).*--force"):
+        train.train(tiny_run, longer)
+
+
+def test_a_diverging_run_says_so_and_bad_settings_leave_no_folder(tiny_run):
+    with pytest.raises(InputError, match="diverged.*lower --lr"):
+        train.train(tiny_run, train.TrainConfig(**TINY, seed=13, lr=1e12))
+    with pytest.raises(ValueError, match="--width must be at least 1"):
+        train.train(tiny_run, train.TrainConfig(**{**TINY, "width": 0}))
+    assert not rundir.model_dir(tiny_run, "w0-d2-f1-s0-32x32").exists()

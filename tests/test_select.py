@@ -1,0 +1,109 @@
+"""``fit-law`` and ``select`` through the command line; the choice on hand-made laws."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from echoscale import rundir
+from echoscale.errors import InputError
+from echoscale.phantom import make_phantom
+from echoscale.prepare import prepare_camus
+from echoscale.select import load_law, rank_sizes
+
+
+def _predicted(losses: dict[str, tuple[float, float]]) -> dict:
+    return {
+        k: {
+            "N": n,
+            "loss": loss,
+            "lower": loss * 0.98,
+            "upper": loss * 1.02,
+            "success": True,
+        }
+        for k, (n, loss) in losses.items()
+    }
+
+
+def test_the_smallest_size_within_the_tolerance_is_chosen():
+    predicted = _predicted(
+        {
+            "w4": (1e4, 0.300),
+            "w8": (4e4, 0.250),
+            "w16": (16e4, 0.248),
+            "w32": (64e4, 0.247),
+        }
+    )
+    costs = {"w4": 1e12, "w8": 4e12, "w16": 16e12, "w32": 64e12}
+    result = rank_sizes(predicted, costs, tolerance=0.02)
+    assert [r["size"] for r in result["ranking"]] == ["w32", "w16", "w8", "w4"]
+    assert result["choice"] == "w8"
+    assert result["ranking"][0]["parameter_ratio"] == 1.0
+    assert rank_sizes(predicted, costs, tolerance=0.0)["choice"] == "w32"
+
+
+def test_a_budget_picks_the_best_size_that_fits():
+    predicted = _predicted({"w4": (1e4, 0.30), "w8": (4e4, 0.25), "w16": (16e4, 0.24)})
+    costs = {"w4": 1e12, "w8": 4e12, "w16": 16e12}
+    assert rank_sizes(predicted, costs, budget_flops=5e12)["choice"] == "w8"
+    assert rank_sizes(predicted, costs, budget_flops=1e11)["choice"] is None
+
+
+def test_failed_fits_are_not_ranked():
+    predicted = _predicted({"w4": (1e4, 0.30)})
+    predicted["w8"] = {"N": 4e4, "loss": None, "success": False}
+    result = rank_sizes(predicted, {"w4": 1.0})
+    assert [r["size"] for r in result["ranking"]] == ["w4"]
+
+
+@pytest.mark.slow
+def test_a_phantom_sweep_fits_a_law_and_selects_a_size(tmp_path, invoke):
+    make_phantom(tmp_path / "ph", patients=16, ceus_cases=0, seed=2)
+    run = tmp_path / "run"
+    prepare_camus(tmp_path / "ph" / "camus", run, size=(64, 64), val=0.15, test=0.2)
+    grid = [
+        "--widths",
+        "4,6",
+        "--depths",
+        "3",
+        "--fractions",
+        "0.25,0.5,1",
+        "--seeds",
+        "0,1",
+        "--max-steps",
+        "100",
+        "--eval-every",
+        "50",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+    ]
+    sweep = invoke("sweep", run, *grid)
+    assert sweep.exit_code == 0, sweep.stderr
+    assert "12 models done, 0 failed" in sweep.stdout
+    fit = invoke("fit-law", run, "--bootstrap", "100")
+    assert fit.exit_code == 0, fit.stderr
+    law = rundir.read_json(run / "law.json")
+    assert set(law["sizes"]) == {"w4-d3", "w6-d3"}
+    train_patients = rundir.read_json(run / "dataset/manifest.json")["train_order"]
+    assert law["target_D"] == len(train_patients)
+    assert (run / "law.csv").is_file() and (run / "law.png").is_file()
+    chosen = invoke("select", run)
+    selection = rundir.read_json(run / "selection.json")
+    fitted = [k for k, v in law["sizes"].items() if v["success"]]
+    if fitted:  # a few CPU steps usually give losses that fall with D
+        assert chosen.exit_code == 0, chosen.stderr
+        assert selection["choice"] in fitted
+        command = shlex.split(selection["command"])
+        assert command[:3] == ["echoscale", "train", str(run)]
+        assert "--fraction" in command and "--width" in command
+    else:  # otherwise select must say why it cannot choose, not pick at random
+        assert chosen.exit_code == 1 and selection["choice"] is None
+        assert "no size has a successful fit" in chosen.stderr
+    # a sweep table changed after the fit makes the law stale
+    table = run / "sweep.csv"
+    table.write_text(table.read_text().replace(",done,", ",failed,", 1))
+    with pytest.raises(InputError, match="stale"):
+        load_law(run)
