@@ -17,22 +17,14 @@ from typing import Any
 from echoscale import laws, rundir
 from echoscale.dataset import load_dataset, sha256_file
 from echoscale.errors import InputError
-from echoscale.sweep import train_command
+from echoscale.sweep import BASE_COLUMNS, train_command
 from echoscale.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
-_NUMERIC = (
-    "width",
-    "depth",
-    "parameters",
-    "forward_flops",
-    "train_flops",
-    "fraction",
-    "train_patients",
-    "train_images",
-    "seed",
-    "steps",
+# the sweep table's numeric columns that the fits and the choice read
+_NUMERIC = tuple(
+    c for c in BASE_COLUMNS if c not in ("key", "status", "val_loss", "test_loss")
 )
 
 

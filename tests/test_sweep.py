@@ -10,6 +10,25 @@ from conftest import make_camus_patient
 from echoscale import prepare, rundir, sweep, train
 
 BASE = train.TrainConfig(max_steps=4, batch_size=2, eval_every=2, size=(32, 32))
+# the same tiny sweep, as command-line options
+GRID = [
+    "--widths",
+    "2",
+    "--depths",
+    "2",
+    "--fractions",
+    "0.5,1",
+    "--seeds",
+    "0",
+    "--max-steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--batch-size",
+    "2",
+    "--size",
+    "32",
+]
 
 
 @pytest.fixture
@@ -85,22 +104,7 @@ def test_printed_commands_run_the_missing_trainings(small_run, invoke):
     result = invoke(
         "sweep",
         small_run,
-        "--widths",
-        "2",
-        "--depths",
-        "2",
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "0",
-        "--max-steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--batch-size",
-        "2",
-        "--size",
-        "32",
+        *GRID,
         "--print-commands",
     )
     assert result.exit_code == 0, result.stderr
@@ -113,22 +117,7 @@ def test_printed_commands_run_the_missing_trainings(small_run, invoke):
     again = invoke(
         "sweep",
         small_run,
-        "--widths",
-        "2",
-        "--depths",
-        "2",
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "0",
-        "--max-steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--batch-size",
-        "2",
-        "--size",
-        "32",
+        *GRID,
         "--print-commands",
     )
     assert len(again.stdout.strip().splitlines()) == 1
@@ -147,22 +136,7 @@ def test_jobs_run_in_separate_processes(small_run, invoke):
     result = invoke(
         "sweep",
         small_run,
-        "--widths",
-        "2",
-        "--depths",
-        "2",
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "0",
-        "--max-steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--batch-size",
-        "2",
-        "--size",
-        "32",
+        *GRID,
         "--jobs",
         "2",
         "--devices",
