@@ -465,6 +465,12 @@ def _train(
     else:
         if resume:
             log.info("%s: no checkpoint to resume from; starting afresh", config.key)
+        elif paths["checkpoint"].is_file():
+            log.warning(
+                "%s: starting afresh; --resume would have continued the "
+                "interrupted run",
+                config.key,
+            )
         # a fresh start must not leave an older result looking finished
         for role in ("metrics", "model", "history", "checkpoint"):
             paths[role].unlink(missing_ok=True)
