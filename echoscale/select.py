@@ -18,7 +18,7 @@ from echoscale import laws, rundir
 from echoscale.dataset import load_dataset, sha256_file
 from echoscale.errors import InputError
 from echoscale.sweep import BASE_COLUMNS, train_command
-from echoscale.train import TrainConfig
+from echoscale.train import RUN_SETTINGS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -211,16 +211,16 @@ def select(
     law = load_law(run)
     unit = law["inputs"]["data_unit"]
     target = full_data_size(run, unit) if target_D is None else float(target_D)
+    points = read_points(run, law["inputs"]["metric"])
     if abs(target - law["target_D"]) > 1e-9:
         log.info("refitting for the target size %g", target)
         law = laws.fit_laws(
-            read_points(run, law["inputs"]["metric"]),
+            points,
             metric=law["inputs"]["metric"],
             data_unit=unit,
             n_boot=law["bootstrap"].get("n_boot", 1000),
             target_D=target,
         )
-    points = read_points(run, law["inputs"]["metric"])
     predicted = law["predicted"]["sizes"]
     costs = _training_costs(points)
     result = rank_sizes(
@@ -258,17 +258,7 @@ def _winner_command(run: Path, points: Sequence[Mapping[str, Any]], size: str) -
     """The train command for ``size`` on all the data, with the sweep's settings."""
     example = next(p for p in points if _size_key(p) == size)
     saved = rundir.read_json(rundir.model_paths(run, example["key"])["config"])
-    keep = (
-        "width",
-        "depth",
-        "max_steps",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "eval_every",
-        "patience",
-        "augment",
-    )
+    keep = ("width", "depth", *RUN_SETTINGS)
     config = TrainConfig(**{f: saved[f] for f in keep if f in saved})
     h, w = saved.get("size", (0, 0))
     if example["key"].endswith(f"-{h}x{w}"):  # the sweep trained at a chosen size

@@ -10,10 +10,12 @@ settings give identical metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,16 @@ class TrainConfig:
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class _Split:
+    """Stack indices of the samples each split uses, and the training patient count."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    n_patients: int
 
 
 @dataclass
@@ -280,7 +292,7 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 
 # settings outside the key that change what a run computes
-_COMPARED = (
+RUN_SETTINGS = (
     "max_steps",
     "batch_size",
     "lr",
@@ -300,7 +312,7 @@ def _check_same_settings(path: Path, config: TrainConfig, what: str, fix: str) -
     wanted = asdict(config)
     differ = [
         f"{k} {saved[k]} (asked {wanted[k]})"
-        for k in _COMPARED
+        for k in RUN_SETTINGS
         if k in saved and saved[k] != wanted[k]
     ]
     if differ:
@@ -385,38 +397,36 @@ def train(
     precision = resolve_precision(config.precision, device)
 
     patients = set(select_training_patients(data.manifest, config.fraction))
-    train_idx = np.array(
-        [i for i, r in enumerate(data.samples) if r["patient"] in patients]
+    split = _Split(
+        train=np.array(
+            [i for i, r in enumerate(data.samples) if r["patient"] in patients]
+        ),
+        val=data.indices("val"),
+        test=data.indices("test"),
+        n_patients=len(patients),
     )
-    val_idx, test_idx = data.indices("val"), data.indices("test")
-    if not len(val_idx) or not len(test_idx):
+    if not len(split.val) or not len(split.test):
         raise InputError("the dataset has no validation or no test samples", data.root)
-    n_classes = len(data.manifest["classes"])
 
     paths["config"].parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths["log"], encoding="utf-8")
+    with _log_file(paths["log"]):
+        return _train(run, config, data, size, device, precision, split, paths, resume)
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    """Append this module's progress lines, timestamped, to ``path`` meanwhile.
+
+    The file gets every progress line whatever the console shows.
+    """
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handler.setLevel(logging.INFO)
-    # the log file gets every progress line whatever the console shows
     level = log.level
     log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO)
     log.addHandler(handler)
     try:
-        return _train(
-            run,
-            config,
-            data,
-            size,
-            device,
-            precision,
-            train_idx,
-            val_idx,
-            test_idx,
-            n_classes,
-            len(patients),
-            paths,
-            resume,
-        )
+        yield
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
@@ -424,21 +434,18 @@ def train(
 
 
 def _train(
-    run,
-    config,
-    data,
-    size,
-    device,
-    precision,
-    train_idx,
-    val_idx,
-    test_idx,
-    n_classes,
-    n_patients,
-    paths,
-    resume,
+    run: str | Path,
+    config: TrainConfig,
+    data: Dataset,
+    size: tuple[int, int],
+    device: torch.device,
+    precision: str,
+    split: _Split,
+    paths: dict[str, Path],
+    resume: bool,
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)
+    n_classes = len(data.manifest["classes"])
     model = UNet(
         in_channels=1, out_channels=n_classes, width=config.width, depth=config.depth
     )
@@ -485,13 +492,14 @@ def _train(
     rundir.write_json(paths["config"], record)
 
     batches = _Batches(data, size, device)
+    val_ref = batches.get(split.val)[1].cpu().numpy()  # read once, scored every check
     started = time.perf_counter() - state.seconds
     running = []
     while state.step < config.max_steps and state.bad_evals < config.patience:
         state.step += 1
         rng = np.random.default_rng([config.seed, state.step])
         pick = rng.choice(
-            train_idx, config.batch_size, replace=len(train_idx) < config.batch_size
+            split.train, config.batch_size, replace=len(split.train) < config.batch_size
         )
         images, masks = batches.get(pick)
         if config.augment:
@@ -515,9 +523,8 @@ def _train(
         if state.step % config.eval_every and state.step != config.max_steps:
             continue
         val_loss, val_pred = evaluate(
-            model, batches, val_idx, precision, config.batch_size
+            model, batches, split.val, precision, config.batch_size
         )
-        val_ref = batches.get(val_idx)[1].cpu().numpy()
         row = {
             "step": state.step,
             "lr": f"{_lr_at(state.step, config):.3g}",
@@ -562,9 +569,9 @@ def _train(
 
     model.load_state_dict(best_weights)
     test_loss, test_pred = evaluate(
-        model, batches, test_idx, precision, config.batch_size
+        model, batches, split.test, precision, config.batch_size
     )
-    scores = summarize_scores(data, test_idx, test_pred, size)
+    scores = summarize_scores(data, split.test, test_pred, size)
     flops = forward_flops(model, size)
     result = {
         "key": config.key,
@@ -575,11 +582,11 @@ def _train(
         "parameters": count_parameters(model),
         "forward_flops": flops,
         "train_flops": 3 * flops * config.batch_size * state.step,
-        "train_patients": n_patients,
-        "train_images": int(len(train_idx)),
+        "train_patients": split.n_patients,
+        "train_images": int(len(split.train)),
         "val_patients": len(data.patients("val")),
         "test_patients": len(data.patients("test")),
-        "test_images": int(len(test_idx)),
+        "test_images": int(len(split.test)),
         "steps": state.step,
         "best_step": state.best_step,
         "stopped_early": state.step < config.max_steps,
