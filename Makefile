@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint bench demo clean
+.PHONY: install test test-fast lint bench demo study contrast clean
 
 install: $(STAMP)
 
@@ -34,15 +34,77 @@ lint: install
 bench: install
 	$(BIN)/python -m tests.benchmarks.run --out bench/report.json
 
-# The study so far, on data the project makes itself (later stages join as they land).
+# A whole study: law, choice, final network, and with CEUS= the contrast study too.
+# `make study CAMUS=/path/to/CAMUS` has settings sized for one GPU; every setting is a
+# variable (make study CAMUS=... WIDTHS=4,8 STEPS=500). See README, "A whole study".
+E := $(BIN)/echoscale
+STUDY ?= runs/study
+CAMUS ?=
+CEUS ?=
+SIZE ?= 256
+VAL ?= 0.1
+TEST ?= 0.2
+WIDTHS ?= 4,8,16,32,64
+DEPTH ?= 4
+FRACTIONS ?= 0.1,0.2,0.35,0.6
+SEEDS ?= 0,1,2
+STEPS ?= 4000
+EVAL ?= 200
+LR ?= 2e-3
+BATCH ?= 8
+JOBS ?= 1
+BOOT ?= 1000
+CEUS_SIZE ?= 256
+CEUS_TEST ?= 0.25
+CEUS_STEPS ?= $(STEPS)
+MARGIN ?= 20%
+# the key of the model that `train --from-selection` trains
+KEY = $$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' \
+	$(STUDY)/camus/selection.json)
+
+study: install
+	@test -n "$(CAMUS)" || { echo "usage: make study CAMUS=/path/to/CAMUS [CEUS=/path/to/contrast-cases]" >&2; exit 2; }
+	$(E) prepare camus $(CAMUS) $(STUDY)/camus --size $(SIZE) --val $(VAL) --test $(TEST) \
+		--skip-incomplete
+	$(E) sweep $(STUDY)/camus --widths $(WIDTHS) --depths $(DEPTH) --fractions $(FRACTIONS) \
+		--seeds $(SEEDS) --max-steps $(STEPS) --eval-every $(EVAL) --lr $(LR) \
+		--batch-size $(BATCH) --jobs $(JOBS)
+	$(E) fit-law $(STUDY)/camus --bootstrap $(BOOT)
+	$(E) select $(STUDY)/camus
+	$(E) train $(STUDY)/camus --from-selection $(STUDY)/camus/selection.json
+	$(E) compare $(STUDY)/camus/models/$(KEY) $(STUDY)/camus --out $(STUDY)/compare/camus
+	@if [ -n "$(CEUS)" ]; then $(MAKE) --no-print-directory contrast; fi
+	$(E) report $(STUDY)
+
+# The contrast study: the chosen size trained on the contrast loops, then every test
+# loop segmented and perfused with the predicted and with the manual masks.
+contrast: install
+	@test -n "$(CEUS)" || { echo "usage: make contrast STUDY=... CEUS=/path/to/contrast-cases" >&2; exit 2; }
+	$(E) prepare ceus $(CEUS) $(STUDY)/ceus --size $(CEUS_SIZE) --val $(VAL) --test $(CEUS_TEST)
+	$(E) train $(STUDY)/ceus --from-selection $(STUDY)/camus/selection.json \
+		--max-steps $(CEUS_STEPS)
+	set -e; for case in $$($(E) cases $(STUDY)/ceus --split test); do \
+		name=$$(basename $$case); \
+		$(E) segment $(STUDY)/ceus/models/$(KEY) $$case/cine.* --out $(STUDY)/segment \
+			--keep-largest; \
+		$(E) perfuse $$case/cine.* $(STUDY)/segment/$$name \
+			--out $(STUDY)/perfusion/auto/$$name; \
+		$(E) perfuse $$case/cine.* $$case/masks* --out $(STUDY)/perfusion/manual/$$name; \
+	done
+	$(E) compare $(STUDY)/segment $(CEUS) --kind masks --out $(STUDY)/compare/contrast
+	$(E) compare $(STUDY)/perfusion/auto $(STUDY)/perfusion/manual --margin $(MARGIN) \
+		--out $(STUDY)/compare/perfusion
+
+# The main job: the same study on data the project makes itself, sized for a 2-core
+# CPU (under 10 minutes). Rerunning it reuses what is finished; rm -rf runs/demo to
+# start afresh.
 DEMO ?= runs/demo
+DEMO_SETTINGS = SIZE=48 WIDTHS=4,8,16 DEPTH=3 FRACTIONS=0.04,0.08,0.15,0.3 SEEDS=0,1 \
+	STEPS=150 EVAL=25 LR=1e-2 BATCH=8 JOBS=2 BOOT=200 CEUS_SIZE=96x112 CEUS_STEPS=300
 demo: install
-	$(BIN)/echoscale phantom $(DEMO)/data --patients 20 --ceus-cases 4
-	$(BIN)/echoscale prepare camus $(DEMO)/data/camus $(DEMO)/camus --size 128 --sequences
-	$(BIN)/echoscale prepare ceus $(DEMO)/data/ceus $(DEMO)/ceus --size 128
-	$(BIN)/echoscale train $(DEMO)/camus --width 8 --depth 4 --max-steps 300 \
-		--eval-every 50
-	@echo "demo: every table and model is in $(DEMO)/"
+	$(E) phantom $(DEMO)/data --patients 40 --ceus-cases 8 --seed 0
+	$(MAKE) --no-print-directory study STUDY=$(DEMO) CAMUS=$(DEMO)/data/camus \
+		CEUS=$(DEMO)/data/ceus $(DEMO_SETTINGS)
 
 clean:
 	rm -rf $(VENV) bench .pytest_cache .ruff_cache *.egg-info

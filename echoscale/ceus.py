@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -451,18 +452,19 @@ def prepare_ceus(
                 "train_order": train_order,
                 "n_patients": len(cases),
                 "skipped": skipped,
-                "cases": {c.name: _case_record(c) for c in cases},
+                "cases": {c.name: _case_record(c, src) for c in cases},
             }
         )
     return make_report(run, manifest, by_split, skipped)
 
 
-def _case_record(case: CeusCase) -> dict[str, Any]:
+def _case_record(case: CeusCase, src: Path) -> dict[str, Any]:
     """What the manifest keeps of a case: files, timing and the user's settings."""
     times = case.frame_times if case.frame_times is not None else np.zeros(1)
     steps = np.diff(times)
     return {
         **case.settings,
+        "folder": Path(os.path.relpath(case.root, src)).as_posix(),
         "cine": case.cine.name,
         "masks": case.masks.name,
         "n_frames": case.n_frames,

@@ -356,11 +356,22 @@ def _training_options(fn):
 @_training_options
 @click.option("--force", is_flag=True, help="Retrain a finished key.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
-def train_cmd(run, no_augment, force, resume, **settings) -> None:
+@click.option(
+    "--from-selection",
+    "selection",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A selection.json (this run's or another's): train its chosen size on all "
+    "the data with the sweep's settings; options given as well override them.",
+)
+@click.pass_context
+def train_cmd(ctx, run, no_augment, force, resume, selection, **settings) -> None:
     """Train a U-Net on RUN/dataset; writes RUN/models/<key>/."""
     from echoscale.train import TrainConfig, train
 
     config = TrainConfig(augment=not no_augment, **settings)
+    if selection:
+        config = _selected_config(ctx, selection, config)
     result = train(run, config, force=force, resume=resume)
     dice = {k: v.get("all") for k, v in result["dice"].items()}
     shown = ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None)
@@ -369,6 +380,29 @@ def train_cmd(run, no_augment, force, resume, **settings) -> None:
         f"{result['test_loss']:.4f}, Dice {shown} ({result['steps']} steps, "
         f"{result['wall_seconds']:.0f} s, {result['device']} {result['precision']})"
     )
+
+
+def _selected_config(ctx: click.Context, selection, given):
+    """The selection's config, with the options typed on the command line on top."""
+    from click.core import ParameterSource
+
+    from echoscale.select import selected_config
+
+    typed = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    if typed & {"width", "depth", "fraction"}:
+        raise click.UsageError(
+            "--from-selection takes the width and depth from the selection and "
+            "trains on all the data; drop --width, --depth and --fraction"
+        )
+    config = selected_config(selection)
+    for name in typed & set(vars(given)):
+        setattr(config, name, getattr(given, name))
+    config.augment = given.augment
+    return config
 
 
 def _numbers(kind: type):
@@ -630,3 +664,19 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line (the ``echoscale`` console script)."""
     signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="echoscale")
+
+
+def _register_analysis() -> None:
+    from echoscale import cli_analysis
+
+    for command in (
+        cli_analysis.segment_cmd,
+        cli_analysis.perfuse_cmd,
+        cli_analysis.compare_cmd,
+        cli_analysis.report_cmd,
+        cli_analysis.cases_cmd,
+    ):
+        cli.add_command(command)
+
+
+_register_analysis()

@@ -237,3 +237,32 @@ def load_dataset(run: str | Path, *, verify: bool = False) -> Dataset:
     return Dataset(
         paths["images"].parent, stacks["images"], stacks["masks"], samples, manifest
     )
+
+
+def source_folders(run: str | Path, split: str) -> list[Path]:
+    """The source folders of one split's patients (CAMUS) or cases (contrast loops).
+
+    Read from the manifest: a case's folder relative to the source, or a patient's
+    folder found again under the source. Raises InputError when the source has moved.
+    """
+    data = load_dataset(run)
+    source = Path(data.manifest["source"])
+    names = data.patients(split)
+    cases = data.manifest.get("cases")
+    if cases is not None:
+        folders = [source / cases[n].get("folder", n) for n in names]
+    else:
+        from echoscale.camus import find_patient_dirs
+
+        found = (
+            {p.name: p for p in find_patient_dirs(source)} if source.is_dir() else {}
+        )
+        folders = [found.get(n, source / n) for n in names]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        raise InputError(
+            f"{len(missing)} of the {split} folders are gone from the source "
+            f"(first: {missing[0]}); was it moved?",
+            data.root / rundir.MANIFEST,
+        )
+    return folders

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 # structure -> the class names whose union it is
 STRUCTURES = {
@@ -51,6 +51,15 @@ def _surface(mask: np.ndarray) -> np.ndarray:
         mask, structure=ndimage.generate_binary_structure(2, 1), border_value=0
     )
     return mask & ~eroded
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """:func:`_surface` by array shifts: pixels outside the array count as outside."""
+    padded = np.pad(mask, 1)
+    interior = (
+        padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    )
+    return mask & ~interior
 
 
 def surface_distances(
@@ -102,3 +111,62 @@ def score_structures(
         p, r = np.isin(pred, values), np.isin(ref, values)
         out[name] = {"dice": dice(p, r), "hd95_mm": hausdorff(p, r, spacing, 95)}
     return out
+
+
+def mean_contour_distance(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]
+) -> float:
+    """Mean absolute contour distance in mm: the mean of the two directed means.
+
+    NaN when both masks are empty, infinity when exactly one is.
+    """
+    return contour_distances(pred, ref, spacing)["masd_mm"]
+
+
+def contour_distances(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]
+) -> dict[str, float]:
+    """Hausdorff, HD95 and mean absolute contour distance (mm) of two masks at once.
+
+    Parameters
+    ----------
+    pred, ref : ndarray, shape (H, W)
+        Boolean masks of one structure.
+    spacing : tuple of float
+        ``(row_mm, col_mm)``.
+
+    Returns
+    -------
+    dict
+        ``hd_mm``, ``hd95_mm`` and ``masd_mm``: all NaN when both masks are empty,
+        all infinite when exactly one is.
+
+    Notes
+    -----
+    Boundaries are those of :func:`hausdorff`, and HD95 is defined as there. The
+    mean distance is ``(mean(d_pr) + mean(d_rp)) / 2`` over the boundary pixels of
+    each mask (MedPy's ``assd``). Distances are between boundary pixel centres in mm,
+    found with a k-d tree: the same numbers as the distance transform of
+    :func:`surface_distances`, at a fraction of its time on large images, where
+    the masks are cropped to their joint bounding box first.
+    """
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    if not pred.any() and not ref.any():
+        return dict.fromkeys(("hd_mm", "hd95_mm", "masd_mm"), float("nan"))
+    if not pred.any() or not ref.any():
+        return dict.fromkeys(("hd_mm", "hd95_mm", "masd_mm"), float("inf"))
+
+    union = pred | ref
+    rows = np.flatnonzero(union.any(axis=1))
+    cols = np.flatnonzero(union.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    scale = np.asarray(spacing, np.float64)
+    points_p = np.argwhere(_boundary(pred[box])) * scale
+    points_r = np.argwhere(_boundary(ref[box])) * scale
+    d_pr = spatial.cKDTree(points_r).query(points_p)[0]
+    d_rp = spatial.cKDTree(points_p).query(points_r)[0]
+    return {
+        "hd_mm": float(max(d_pr.max(), d_rp.max())),
+        "hd95_mm": float(max(np.percentile(d_pr, 95), np.percentile(d_rp, 95))),
+        "masd_mm": float((d_pr.mean() + d_rp.mean()) / 2),
+    }

@@ -33,6 +33,11 @@ from scipy import ndimage
 
 from echoscale import images, rundir
 from echoscale.errors import InputError
+from echoscale.volumes import (
+    biplane_volume,
+    disk_widths,  # noqa: F401  re-exported: the measurement behind the cfg EF
+    ejection_fraction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,6 @@ QUALITY_SHARES = {"Good": 0.50, "Medium": 0.35, "Poor": 0.15}
 DEFAULT_SIZE = (224, 272)
 DEFAULT_CEUS_SIZE = (160, 192)
 MIN_SIZE = 64
-N_DISKS = 20
 
 # Per image quality: (low, high) ranges in dB relative to the myocardial echo, the
 # number of myocardial dropouts and their depth, and the lateral resolution (mm).
@@ -333,119 +337,6 @@ def blur_pair(
         part *= gain
         out.append(part)
     return out[0], out[1]
-
-
-# --- the biplane method of disks -------------------------------------------------
-
-
-def disk_widths(
-    mask: np.ndarray, spacing: tuple[float, float], n_disks: int = N_DISKS
-) -> tuple[float, np.ndarray]:
-    """Measure one apical view for the method of disks.
-
-    Parameters
-    ----------
-    mask : ndarray, shape (H, W)
-        CAMUS labels; the cavity (1) must touch the atrium (3) at the mitral plane.
-    spacing : tuple of float
-        ``(row_mm, col_mm)``.
-    n_disks : int
-        Number of disks.
-
-    Returns
-    -------
-    length : float
-        Long axis, mm: from the mid-point of the mitral annulus to the apex.
-    widths : ndarray, shape (n_disks,)
-        Mean cavity width (mm) in each slab perpendicular to the long axis, from
-        the base to the apex.
-
-    Raises
-    ------
-    ValueError
-        When the mask has no cavity or the cavity does not touch the atrium.
-
-    Notes
-    -----
-    The annulus is the set of cavity pixels 4-adjacent to atrium pixels; its end
-    points are the extremes along its principal direction and their mid-point is the
-    base of the long axis. The apex is the cavity pixel farthest from it. Lengths
-    run between pixel edges (half a pixel beyond each centre). Each slab's width is
-    its cavity area divided by its thickness ``L / n_disks``, which is exact for a
-    shape whose width varies linearly within the slab.
-    """
-    cavity, atrium = mask == 1, mask == 3
-    if not cavity.any():
-        raise ValueError("mask has no LV cavity (label 1)")
-    near = np.zeros_like(atrium)
-    near[1:] |= atrium[:-1]
-    near[:-1] |= atrium[1:]
-    near[:, 1:] |= atrium[:, :-1]
-    near[:, :-1] |= atrium[:, 1:]
-    annulus = np.argwhere(cavity & near) * np.asarray(spacing)
-    if len(annulus) < 2:
-        raise ValueError(
-            "the LV cavity (label 1) does not touch the atrium (label 3); "
-            "the mitral plane cannot be found"
-        )
-
-    centred = annulus - annulus.mean(axis=0)
-    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
-    along = centred @ direction
-    mid = (annulus[along.argmin()] + annulus[along.argmax()]) / 2
-    points = np.argwhere(cavity) * np.asarray(spacing)
-    dist = np.hypot(*(points - mid).T)
-    axis = (points[dist.argmax()] - mid) / dist.max()
-    half_pixel = 0.5 * (abs(axis[0]) * spacing[0] + abs(axis[1]) * spacing[1])
-    length = float(dist.max() + 2 * half_pixel)
-
-    s = (points - mid) @ axis + half_pixel
-    slab = np.floor(s / (length / n_disks)).astype(int)
-    counts = np.bincount(slab[(slab >= 0) & (slab < n_disks)], minlength=n_disks)
-    widths = counts * (spacing[0] * spacing[1]) / (length / n_disks)
-    return length, widths
-
-
-def biplane_volume(
-    mask_2ch: np.ndarray,
-    spacing_2ch: tuple[float, float],
-    mask_4ch: np.ndarray,
-    spacing_4ch: tuple[float, float],
-    n_disks: int = N_DISKS,
-) -> float:
-    """Return the LV volume (ml) by the biplane method of disks (Simpson's rule).
-
-    Parameters
-    ----------
-    mask_2ch, mask_4ch : ndarray, shape (H, W)
-        CAMUS label masks of the two apical views at the same phase.
-    spacing_2ch, spacing_4ch : tuple of float
-        ``(row_mm, col_mm)`` of each view.
-    n_disks : int
-        Number of disks (20 in the ASE/EACVI recommendation).
-
-    Returns
-    -------
-    float
-        Volume in millilitres.
-
-    Notes
-    -----
-    V = pi/4 * sum_i a_i b_i * L / n_disks, with a_i and b_i the cavity widths of
-    disk i in the two views (:func:`disk_widths`) and L the longer of the two long
-    axes. A truncated ellipsoid of known volume is recovered within about 1%.
-    """
-    length_2, widths_2 = disk_widths(mask_2ch, spacing_2ch, n_disks)
-    length_4, widths_4 = disk_widths(mask_4ch, spacing_4ch, n_disks)
-    length = max(length_2, length_4)
-    return float(np.pi / 4 * np.sum(widths_2 * widths_4) * length / n_disks / 1000)
-
-
-def ejection_fraction(edv: float, esv: float) -> float:
-    """Return EF = (EDV - ESV) / EDV * 100, in percent."""
-    if not edv > 0:
-        raise ValueError(f"EDV must be positive, got {edv}")
-    return (edv - esv) / edv * 100
 
 
 # --- CAMUS patients --------------------------------------------------------------

@@ -235,11 +235,35 @@ def select(
         budget_flops=budget_flops,
         metric=law["inputs"]["metric"],
     )
-    result["command"] = None
+    result["command"] = result["config"] = result["key"] = None
     if result["choice"] is not None:
-        result["command"] = _winner_command(run, points, result["choice"])
+        config = _winner_config(run, points, result["choice"])
+        result["command"] = train_command(run, config)
+        result["key"] = config.key  # of the model that command trains
+        result["config"] = {
+            **{f: getattr(config, f) for f in ("width", "depth", *RUN_SETTINGS)},
+            "size": None if config.size is None else list(config.size),
+        }
     rundir.write_json(run / rundir.SELECTION, result)
     return result
+
+
+def selected_config(path: str | Path) -> TrainConfig:
+    """The chosen size of a ``selection.json`` on all the data, as a train config."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / rundir.SELECTION
+    if not path.is_file():
+        raise InputError("no selection yet: run 'echoscale select' first", path)
+    saved = rundir.read_json(path).get("config")
+    if not saved:
+        raise InputError(
+            "holds no chosen size (no size was predicted well enough, or it was "
+            "written by an older echoscale); rerun 'echoscale select'",
+            path,
+        )
+    size = saved.pop("size", None)
+    return TrainConfig(**saved, size=None if size is None else tuple(size))
 
 
 def _size_key(point: Mapping[str, Any]) -> str:
@@ -254,8 +278,10 @@ def _training_costs(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in totals.items()}
 
 
-def _winner_command(run: Path, points: Sequence[Mapping[str, Any]], size: str) -> str:
-    """The train command for ``size`` on all the data, with the sweep's settings."""
+def _winner_config(
+    run: Path, points: Sequence[Mapping[str, Any]], size: str
+) -> TrainConfig:
+    """The config that trains ``size`` on all the data, with the sweep's settings."""
     example = next(p for p in points if _size_key(p) == size)
     saved = rundir.read_json(rundir.model_paths(run, example["key"])["config"])
     keep = ("width", "depth", *RUN_SETTINGS)
@@ -263,4 +289,4 @@ def _winner_command(run: Path, points: Sequence[Mapping[str, Any]], size: str) -
     h, w = saved.get("size", (0, 0))
     if example["key"].endswith(f"-{h}x{w}"):  # the sweep trained at a chosen size
         config.size = (h, w)
-    return train_command(run, config)
+    return config

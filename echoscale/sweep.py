@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from echoscale import rundir
 from echoscale.errors import EchoscaleError
@@ -123,27 +126,35 @@ def _record_failure(run: Path, config: TrainConfig, error: str) -> None:
     )
 
 
-def _run_one(
-    run: Path, config: TrainConfig, device: str | None, in_process: bool
-) -> str:
+def _run_one(run: Path, config: TrainConfig, device: str | None) -> str:
     """Train one config; return "done" or "failed: reason" (never raise)."""
     (rundir.model_dir(run, config.key) / FAILED).unlink(missing_ok=True)
-    if in_process:
-        try:
-            train(run, dataclasses.replace(config, device=device or config.device))
-            return "done"
-        except (EchoscaleError, ValueError, RuntimeError, OSError) as err:
-            _record_failure(run, config, str(err))
-            return f"failed: {err}"
-    command = shlex.split(train_command(run, config, device))
-    command = [sys.executable, "-m", "echoscale", "-q", *command[1:]]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode == 0:
+    try:
+        train(run, dataclasses.replace(config, device=device or config.device))
         return "done"
-    lines = proc.stderr.strip().splitlines()
-    reason = lines[-1] if lines else f"exit code {proc.returncode}"
-    _record_failure(run, config, reason)
-    return f"failed: {reason}"
+    except (EchoscaleError, ValueError, RuntimeError, OSError) as err:
+        _record_failure(run, config, str(err))
+        return f"failed: {err}"
+
+
+_worker_device: str | None = None
+
+
+def _start_worker(slots: Any, devices: list[str | None], threads: int) -> None:
+    """Pool initializer: take a device slot and this worker's share of the cores."""
+    global _worker_device
+    _worker_device = devices[slots.get() % len(devices)]
+    torch.set_num_threads(threads)
+    # progress lines go to each run's train.log; the console gets warnings only
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("echoscale").addHandler(handler)
+    logging.getLogger("echoscale").propagate = False
+
+
+def _run_in_worker(run: Path, config: TrainConfig) -> str:
+    return _run_one(run, config, _worker_device)
 
 
 def run_sweep(
@@ -162,10 +173,10 @@ def run_sweep(
     configs : sequence of TrainConfig
         The whole sweep; finished keys are skipped.
     jobs : int
-        Runs at once. 1 trains in this process; more start one ``echoscale train``
-        process per run.
+        Runs at once. 1 trains in this process; more start that many worker
+        processes, each with its share of the CPU cores, that take runs in turn.
     devices : sequence of str, optional
-        Devices handed to the runs in turn (``cuda:0``, ``cuda:1``).
+        Devices handed to the workers in turn (``cuda:0``, ``cuda:1``).
 
     Returns
     -------
@@ -181,26 +192,44 @@ def run_sweep(
         log.info("%d of %d runs are finished already", skipped, len(configs))
     devices = list(devices or [None])
 
-    def work(item: tuple[int, TrainConfig]) -> None:
-        number, config = item
-        device = devices[(number - 1) % len(devices)]
-        start = time.perf_counter()
-        result = _run_one(run, config, device, in_process=jobs == 1)
-        log.info(
-            "[%d/%d] %s %s (%.0f s)",
-            number,
-            len(todo),
-            config.key,
-            result,
-            time.perf_counter() - start,
-        )
+    def report(number: int, config: TrainConfig, result: str, when: str) -> None:
+        log.info("[%d/%d] %s %s (%s)", number, len(todo), config.key, result, when)
 
     if jobs == 1:
-        for item in enumerate(todo, start=1):
-            work(item)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(work, enumerate(todo, start=1)))
+        for number, config in enumerate(todo, start=1):
+            start = time.perf_counter()
+            result = _run_one(run, config, devices[0])
+            report(number, config, result, f"{time.perf_counter() - start:.0f} s")
+        return collect(run)
+    # One process per job, each with its own device and share of the cores, kept for
+    # all its runs so that torch is imported once per job, not once per run.
+    context = multiprocessing.get_context("spawn")
+    slots = context.Manager().Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(
+        jobs, context, initializer=_start_worker, initargs=(slots, devices, threads)
+    ) as pool:
+        started = time.perf_counter()
+        futures = {
+            pool.submit(_run_in_worker, run, config): (number, config)
+            for number, config in enumerate(todo, start=1)
+        }
+        try:
+            for future in as_completed(futures):
+                number, config = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    _record_failure(run, config, f"its process died: {err}")
+                    result = "failed: its process died"
+                elapsed = time.perf_counter() - started
+                report(number, config, result, f"{elapsed:.0f} s into the sweep")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     return collect(run)
 
 

@@ -485,6 +485,8 @@ def _train(
         **asdict(config),
         "key": config.key,
         "size": list(size),
+        "classes": list(data.manifest["classes"]),
+        "labels": dict(data.manifest["labels"]),
         "device": str(device),
         "precision": precision,
         "echoscale_version": __version__,

@@ -99,6 +99,17 @@ def test_a_phantom_sweep_fits_a_law_and_selects_a_size(tmp_path, invoke):
         command = shlex.split(selection["command"])
         assert command[:3] == ["echoscale", "train", str(run)]
         assert "--fraction" in command and "--width" in command
+        # --from-selection trains that size on all the data with the sweep's settings
+        chosen_file = run / "selection.json"
+        wrong = invoke("train", run, "--from-selection", chosen_file, "--width", "4")
+        assert wrong.exit_code == 2 and "drop --width" in wrong.stderr
+        final = invoke("train", run, "--from-selection", chosen_file, "--max-steps", 20)
+        assert final.exit_code == 0, final.stderr
+        width, depth = selection["choice"][1:].split("-d")
+        key = f"w{width}-d{depth}-f1-s0"
+        assert selection["key"] == key
+        config = rundir.read_json(run / "models" / key / "config.json")
+        assert (config["max_steps"], config["lr"], config["fraction"]) == (20, 0.01, 1)
     else:  # otherwise select must say why it cannot choose, not pick at random
         assert chosen.exit_code == 1 and selection["choice"] is None
         assert "no size has a successful fit" in chosen.stderr

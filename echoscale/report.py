@@ -1,0 +1,225 @@
+"""``report``: the short account of a whole study, read from its run directory.
+
+A study directory holds the stages in fixed places (``make demo`` and ``make study``
+write them so)::
+
+    STUDY/camus/                  prepared CAMUS run: sweep, law, selection, models
+    STUDY/compare/camus/          the chosen network on the test patients
+    STUDY/ceus/                   prepared contrast run and its network
+    STUDY/compare/contrast/       contrast masks: predicted against manual
+    STUDY/compare/perfusion/      perfusion from predicted against manual masks
+
+The report says which network size the law chose and how it compares with the
+largest, the predicted against the measured full-data loss, the law's backtest, Dice
+per structure, and the perfusion agreement with its equivalence decision. Parts that
+a study did not run are named as missing, never filled in. ``STUDY/report.md`` and
+``STUDY/report.json`` hold what is printed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from echoscale import rundir
+from echoscale.errors import InputError
+
+CAMUS_RUN = "camus"
+CEUS_RUN = "ceus"
+COMPARE_CAMUS = Path("compare") / "camus"
+COMPARE_CONTRAST = Path("compare") / "contrast"
+COMPARE_PERFUSION = Path("compare") / "perfusion"
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+PARAMETERS = {"A": "A (blood volume)", "beta": "beta (1/s)", "A_beta": "A*beta (flow)"}
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return rundir.read_json(path)
+    except ValueError as err:
+        raise InputError(f"not a JSON file ({err})", path) from err
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def law_part(run: Path) -> dict[str, Any] | None:
+    """The chosen size, its predicted and measured loss, and the law's backtest."""
+    selection = _read(run / rundir.SELECTION)
+    law = _read(run / rundir.LAW)
+    if selection is None or law is None or selection.get("choice") is None:
+        return None
+    choice = selection["choice"]
+    ranking = {row["size"]: row for row in selection["ranking"]}
+    largest = max(ranking.values(), key=lambda row: row["N"])
+    chosen = ranking[choice]
+    part: dict[str, Any] = {
+        "choice": choice,
+        "parameters": chosen["N"],
+        "largest": largest["size"],
+        "largest_parameters": largest["N"],
+        "parameter_ratio": largest["N"] / chosen["N"],
+        "target_D": selection["target_D"],
+        "data_unit": selection["data_unit"],
+        "metric": selection["metric"],
+        "predicted": chosen["loss"],
+        "predicted_interval": [chosen.get("lower"), chosen.get("upper")],
+        "key": selection.get("key"),
+        "reason": selection.get("reason"),
+    }
+    backtest = law.get("backtest", {}).get("sizes", {}).get(choice, {})
+    if backtest.get("success") and "measured" in backtest:
+        part["backtest"] = {
+            k: backtest.get(k)
+            for k in ("held_out_D", "predicted", "measured", "rel_error", "inside")
+        }
+    metrics = (
+        _read(rundir.model_paths(run, part["key"])["metrics"]) if part["key"] else None
+    )
+    if metrics is not None:
+        part["measured"] = metrics.get(selection["metric"])
+        part["dice"] = {k: v.get("all") for k, v in metrics.get("dice", {}).items()}
+    return part
+
+
+def dice_part(folder: Path) -> dict[str, Any] | None:
+    """Dice per structure and phase from a masks comparison's summary."""
+    summary = _read(folder / "summary.json")
+    if summary is None or summary.get("kind") != "masks":
+        return None
+    table = {}
+    for structure, phases in summary.get("structures", {}).items():
+        table[structure] = {
+            phase: {k: v["dice"].get(k) for k in ("mean", "sd", "n")}
+            for phase, v in phases.items()
+        }
+    return {"matched": summary.get("matched"), "dice": table}
+
+
+def perfusion_part(folder: Path) -> dict[str, Any] | None:
+    """Agreement of the segments' A, beta and A*beta, and the TOST decisions."""
+    summary = _read(folder / "summary.json")
+    if summary is None or summary.get("kind") != "perfusion":
+        return None
+    groups = summary.get("groups", {})
+    group = "segments" if "segments" in groups else "overall"
+    part: dict[str, Any] = {"group": group, "used": summary.get("used"), "rows": {}}
+    for name, result in groups.get(group, {}).items():
+        ba, icc, tost = result["bland_altman"], result["icc_agreement"], result["tost"]
+        mean = result.get("mean_b")
+        part["rows"][name] = {
+            "n": result["n"],
+            "bias": ba.get("bias"),
+            "bias_percent": 100 * ba["bias"] / mean
+            if _finite(ba.get("bias")) and _finite(mean) and mean
+            else None,
+            "icc_agreement": icc.get("icc"),
+            "decision": tost.get("decision"),
+            "tost_p": tost.get("p"),
+            "margin": tost.get("margin"),
+        }
+    return part
+
+
+def build(study: str | Path) -> dict[str, Any]:
+    """Gather the report of ``study`` (see the module docstring for its layout)."""
+    study = Path(study)
+    if not study.is_dir():
+        raise InputError("no such study directory", study)
+    return {
+        "study": str(study),
+        "law": law_part(study / CAMUS_RUN),
+        "segmentation": dice_part(study / COMPARE_CAMUS),
+        "contrast_segmentation": dice_part(study / COMPARE_CONTRAST),
+        "perfusion": perfusion_part(study / COMPARE_PERFUSION),
+    }
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if _finite(value) else "n/a"
+
+
+def _law_lines(law: dict[str, Any] | None) -> list[str]:
+    if law is None:
+        return ["Network size: not chosen (no camus/selection.json)."]
+    lo, hi = law["predicted_interval"]
+    band = f" [{_num(lo)}, {_num(hi)}]" if _finite(lo) and _finite(hi) else ""
+    lines = [
+        f"Network size, chosen by the law for D = {law['target_D']:g} "
+        f"{law['data_unit']}:",
+        f"  {law['choice']}: {law['parameters']:,.0f} parameters, "
+        f"{law['parameter_ratio']:.3g}x fewer than the largest "
+        f"({law['largest']}, {law['largest_parameters']:,.0f})",
+        f"  {law['metric']} on all the data: predicted {_num(law['predicted'])}{band}, "
+        f"measured {_num(law.get('measured'))} ({law['key']})",
+    ]
+    bt = law.get("backtest")
+    if bt:
+        lines.append(
+            f"  backtest (refit without D = {bt['held_out_D']:g}): predicted "
+            f"{_num(bt['predicted'])}, measured {_num(bt['measured'])}, error "
+            f"{100 * bt['rel_error']:+.1f}%"
+        )
+    return lines
+
+
+def _dice_lines(title: str, part: dict[str, Any] | None) -> list[str]:
+    if part is None:
+        return [f"{title}: not run."]
+    lines = [f"{title} ({part['matched']} images), Dice mean (SD):"]
+    for structure, phases in part["dice"].items():
+        shown = [
+            f"{phase} {_num(v['mean'])} ({_num(v['sd'], 2)})"
+            for phase, v in phases.items()
+            if v["n"]
+        ]
+        lines.append(f"  {structure:<8} " + ", ".join(shown))
+    return lines
+
+
+def _perfusion_lines(part: dict[str, Any] | None) -> list[str]:
+    if part is None:
+        return ["Perfusion agreement: not run."]
+    lines = [
+        f"Perfusion, predicted against manual masks ({part['group']}, "
+        f"{part['used']} fits matched):"
+    ]
+    for name, row in part["rows"].items():
+        bias = (
+            f"{row['bias_percent']:+.1f}%"
+            if row["bias_percent"] is not None
+            else _num(row["bias"])
+        )
+        lines.append(
+            f"  {PARAMETERS.get(name, name):<18} n {row['n']}, bias {bias}, "
+            f"ICC(2,1) {_num(row['icc_agreement'])}, equivalence: {row['decision']}"
+            + (f" (TOST p {_num(row['tost_p'], 2)})" if _finite(row["tost_p"]) else "")
+        )
+    return lines
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as the lines ``echoscale report`` prints."""
+    lines = [f"echoscale study: {report['study']}", ""]
+    lines += _law_lines(report["law"]) + [""]
+    lines += _dice_lines("Test patients, chosen network", report["segmentation"])
+    lines += [""]
+    lines += _dice_lines(
+        "Contrast loops, predicted masks", report["contrast_segmentation"]
+    )
+    lines += [""] + _perfusion_lines(report["perfusion"])
+    return "\n".join(lines)
+
+
+def write_report(study: str | Path) -> tuple[dict[str, Any], str]:
+    """Build the report, write ``report.md`` and ``report.json``; return both."""
+    report = build(study)
+    text = format_report(report)
+    rundir.write_text(Path(study) / REPORT_MD, text + "\n")
+    rundir.write_json(Path(study) / REPORT_JSON, report)
+    return report, text
