@@ -54,10 +54,12 @@ LR ?= 2e-3
 BATCH ?= 8
 JOBS ?= 1
 BOOT ?= 1000
+METRIC ?= test_loss
 CEUS_SIZE ?= 256
 CEUS_TEST ?= 0.25
 CEUS_STEPS ?= $(STEPS)
 MARGIN ?= 20%
+SWEEP_ARGS ?=
 # the key of the model that `train --from-selection` trains
 KEY = $$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' \
 	$(STUDY)/camus/selection.json)
@@ -68,8 +70,8 @@ study: install
 		--skip-incomplete
 	$(E) sweep $(STUDY)/camus --widths $(WIDTHS) --depths $(DEPTH) --fractions $(FRACTIONS) \
 		--seeds $(SEEDS) --max-steps $(STEPS) --eval-every $(EVAL) --lr $(LR) \
-		--batch-size $(BATCH) --jobs $(JOBS)
-	$(E) fit-law $(STUDY)/camus --bootstrap $(BOOT)
+		--batch-size $(BATCH) --jobs $(JOBS) $(SWEEP_ARGS)
+	$(E) fit-law $(STUDY)/camus --bootstrap $(BOOT) --metric $(METRIC)
 	$(E) select $(STUDY)/camus
 	$(E) train $(STUDY)/camus --from-selection $(STUDY)/camus/selection.json
 	$(E) compare $(STUDY)/camus/models/$(KEY) $(STUDY)/camus --out $(STUDY)/compare/camus
@@ -100,7 +102,8 @@ contrast: install
 # start afresh.
 DEMO ?= runs/demo
 DEMO_SETTINGS = SIZE=48 WIDTHS=4,8,16 DEPTH=3 FRACTIONS=0.04,0.08,0.15,0.3 SEEDS=0,1 \
-	STEPS=150 EVAL=25 LR=1e-2 BATCH=8 JOBS=2 BOOT=200 CEUS_SIZE=96x112 CEUS_STEPS=300
+	STEPS=200 EVAL=25 LR=6e-3 BATCH=8 JOBS=2 BOOT=200 METRIC=dice_error \
+	CEUS_SIZE=64x80 CEUS_STEPS=200
 demo: install
 	$(E) phantom $(DEMO)/data --patients 40 --ceus-cases 8 --seed 0
 	$(MAKE) --no-print-directory study STUDY=$(DEMO) CAMUS=$(DEMO)/data/camus \

@@ -401,7 +401,8 @@ def _selected_config(ctx: click.Context, selection, given):
     config = selected_config(selection)
     for name in typed & set(vars(given)):
         setattr(config, name, getattr(given, name))
-    config.augment = given.augment
+    if "no_augment" in typed:
+        config.augment = False
     return config
 
 

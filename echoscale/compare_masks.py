@@ -38,7 +38,8 @@ from echoscale.errors import InputError
 log = logging.getLogger(__name__)
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".tif", ".tiff")
-SEGMENT_MASKS = ("masks.tif", "masks.nii.gz")
+# the masks of a case folder (segment's output, a contrast case): named by the folder
+SEGMENT_MASKS = ("masks.tif", "masks.tiff", "masks.nii.gz", "masks.nii")
 NAME_TAILS = ("_gt", "_mask", "_masks", "_seg")
 DISTANCES = ("hd_mm", "hd95_mm", "masd_mm")
 STATUSES = ("ok", "both_empty", "auto_empty", "reference_empty")
@@ -167,9 +168,14 @@ def find_masks(root: str | Path) -> tuple[dict[str, Path], list[dict[str, str]]]
     for p in candidates:
         stems_by_folder.setdefault(p.parent, set()).add(_split_suffix(p)[0].lower())
 
+    case_folders = {p.parent for p in candidates if p.name.lower() in SEGMENT_MASKS}
     found: dict[str, Path] = {}
     skipped = []
     for path in candidates:
+        if path.parent in case_folders and path.name.lower() not in SEGMENT_MASKS:
+            reason = "beside the masks of a case folder (only those are compared)"
+            skipped.append({"path": str(path), "reason": reason})
+            continue
         mask = _labelled_image(path, stems_by_folder[path.parent])
         if mask is not None and path.name.lower() not in SEGMENT_MASKS:
             skipped.append({"path": str(path), "reason": f"image of the mask {mask}"})

@@ -414,6 +414,23 @@ def _frame_time(times: np.ndarray | None, frame: int | None) -> float | None:
     return None if times is None or frame is None else round(float(times[frame]), 6)
 
 
+def _load(model_path: str | Path, device: str, precision: str):
+    """The model ready to predict: (model, config, its file, device, precision)."""
+    torch_device = resolve_device(device)
+    precision = resolve_precision(precision, torch_device)
+    model_file = Path(model_path)
+    if model_file.is_dir():
+        model_file = model_file / rundir.MODEL_FILES["model"]
+    model, config = load_model(model_file, torch_device)
+    try:
+        network_size(config)
+        model_classes(model, config)
+    except ValueError as err:
+        raise InputError(str(err), model_file) from err
+    model = model.to(memory_format=_memory_format(torch_device))
+    return model, config, model_file, torch_device, precision
+
+
 def segment_inputs(
     model_path: str | Path,
     inputs: Sequence[str | Path],
@@ -467,18 +484,11 @@ def segment_inputs(
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
-    torch_device = resolve_device(device)
-    precision = resolve_precision(precision, torch_device)
-    model_file = Path(model_path)
-    if model_file.is_dir():
-        model_file = model_file / rundir.MODEL_FILES["model"]
-    model, config = load_model(model_file, torch_device)
-    try:
-        size = network_size(config)
-        classes, labels = model_classes(model, config)
-    except ValueError as err:
-        raise InputError(str(err), model_file) from err
-    model = model.to(memory_format=_memory_format(torch_device))
+    model, config, model_file, torch_device, precision = _load(
+        model_path, device, precision
+    )
+    size = network_size(config)
+    classes, labels = model_classes(model, config)
     checked = _check_inputs(inputs, out, fmt, fps)
 
     structures = {c: labels[c] for c in classes if c != "background"}
@@ -594,12 +604,9 @@ def segment_dataset(
     indices = data.indices(split)
     if not len(indices):
         raise InputError(f"the dataset has no {split} samples", data.root)
-    torch_device = resolve_device(device)
-    precision = resolve_precision(precision, torch_device)
-    model_file = Path(model_path)
-    if model_file.is_dir():
-        model_file = model_file / rundir.MODEL_FILES["model"]
-    model, config = load_model(model_file, torch_device)
+    model, config, model_file, torch_device, precision = _load(
+        model_path, device, precision
+    )
     classes = list(data.manifest["classes"])
     model_names, model_labels = model_classes(model, config)
     if list(model_names) != classes:
@@ -607,7 +614,6 @@ def segment_dataset(
             f"the model segments {model_names} but the dataset holds {classes}",
             model_file,
         )
-    model = model.to(memory_format=_memory_format(torch_device))
     predicted = predict_labels(
         model,
         config,

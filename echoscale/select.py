@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 # the sweep table's numeric columns that the fits and the choice read
 _NUMERIC = tuple(
-    c for c in BASE_COLUMNS if c not in ("key", "status", "val_loss", "test_loss")
+    c
+    for c in BASE_COLUMNS
+    if c not in ("key", "status", "val_loss", "test_loss", "dice_error")
 )
 
 

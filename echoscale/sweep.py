@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import shlex
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -46,6 +47,7 @@ BASE_COLUMNS = (
     "steps",
     "val_loss",
     "test_loss",
+    "dice_error",
 )
 TAIL_COLUMNS = ("wall_seconds", "device", "precision", "error")
 # options of TrainConfig that a train command line repeats
@@ -145,12 +147,26 @@ def _start_worker(slots: Any, devices: list[str | None], threads: int) -> None:
     global _worker_device
     _worker_device = devices[slots.get() % len(devices)]
     torch.set_num_threads(threads)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), daemon=True
+    ).start()
     # progress lines go to each run's train.log; the console gets warnings only
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("warning: %(message)s"))
     logging.getLogger("echoscale").addHandler(handler)
     logging.getLogger("echoscale").propagate = False
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop this worker when the sweep that started it is gone (killed, not asked).
+
+    A sweep stopped by Ctrl-C or SIGTERM shuts its workers down itself; one killed
+    outright cannot, and its workers would train on unseen.
+    """
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _run_in_worker(run: Path, config: TrainConfig) -> str:
@@ -227,8 +243,10 @@ def run_sweep(
                 elapsed = time.perf_counter() - started
                 report(number, config, result, f"{elapsed:.0f} s into the sweep")
         except BaseException:
-            for future in futures:
-                future.cancel()
+            # interrupted: stop the runs in progress too, rather than wait for them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
             raise
     return collect(run)
 

@@ -283,6 +283,9 @@ def summarize_scores(
                 "dice_undefined": int(np.isnan(dice).sum()),
                 "hd95_infinite": int(np.isinf(hd).sum()),
             }
+    # 1 - Dice, a law metric less noisy than the loss after short training (DESIGN.md)
+    overall = [d["all"] for d in out["dice"].values() if d.get("all") is not None]
+    out["dice_error"] = round(1 - float(np.mean(overall)), 6) if overall else None
     return out
 
 

@@ -27,6 +27,17 @@ def camus_root(shared_data: Path) -> Path:
     return shared_data / "camus"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train and predict on one thread: two threads on shared cores crawl."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """An empty run directory."""

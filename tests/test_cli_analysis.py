@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from echoscale import images, rundir
 from echoscale.ceus import prepare_ceus
@@ -16,11 +15,8 @@ from echoscale.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +30,11 @@ def contrast(tmp_path_factory):
         width=4, depth=2, max_steps=150, batch_size=8, eval_every=50, lr=1e-2
     )
     train(run, config)
-    return {"data": root / "ph" / "ceus", "run": run, "model": run / "models" / config.key}
+    return {
+        "data": root / "ph" / "ceus",
+        "run": run,
+        "model": run / "models" / config.key,
+    }
 
 
 def cine_of(case: Path) -> Path:

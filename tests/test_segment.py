@@ -31,12 +31,8 @@ ED, ES = int(np.argmax(SCALES)), int(np.argmin(SCALES))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train and predict on one thread: two threads on shared cores crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see conftest.one_thread)."""
 
 
 def heart(

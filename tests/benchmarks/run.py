@@ -11,9 +11,13 @@ import platform
 from pathlib import Path
 
 from echoscale import rundir
-from tests.benchmarks import bench_prepare, bench_train
+from tests.benchmarks import bench_perfusion, bench_prepare, bench_train
 
-BENCHMARKS = {"prepare_camus": bench_prepare, "train_speed": bench_train}
+BENCHMARKS = {
+    "prepare_camus": bench_prepare,
+    "train_speed": bench_train,
+    "perfusion_phantom": bench_perfusion,
+}
 
 
 def _markdown(report: dict) -> str:
