@@ -60,6 +60,8 @@ CEUS_TEST ?= 0.25
 CEUS_STEPS ?= $(STEPS)
 MARGIN ?= 20%
 SWEEP_ARGS ?=
+# when no law can be fitted, choose on the losses measured at the largest fraction
+SELECT_ARGS ?= --fallback-measured
 # the key of the model that `train --from-selection` trains
 KEY = $$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' \
 	$(STUDY)/camus/selection.json)
@@ -72,7 +74,7 @@ study: install
 		--seeds $(SEEDS) --max-steps $(STEPS) --eval-every $(EVAL) --lr $(LR) \
 		--batch-size $(BATCH) --jobs $(JOBS) $(SWEEP_ARGS)
 	$(E) fit-law $(STUDY)/camus --bootstrap $(BOOT) --metric $(METRIC)
-	$(E) select $(STUDY)/camus
+	$(E) select $(STUDY)/camus $(SELECT_ARGS)
 	$(E) train $(STUDY)/camus --from-selection $(STUDY)/camus/selection.json
 	$(E) compare $(STUDY)/camus/models/$(KEY) $(STUDY)/camus --out $(STUDY)/compare/camus
 	@if [ -n "$(CEUS)" ]; then $(MAKE) --no-print-directory contrast; fi

@@ -603,7 +603,13 @@ def fit_law_cmd(run, metric, data_unit, n_boot, seed, target_size, transfer_from
     help="Choose the best size whose training fits this many FLOPs.",
 )
 @click.option("--top", type=int, default=None, help="Show only the K best sizes.")
-def select_cmd(run, target_size, tolerance, budget_flops, top):
+@click.option(
+    "--fallback-measured",
+    is_flag=True,
+    help="When no law can be fitted, rank by the losses measured at the largest D "
+    "instead of choosing nothing.",
+)
+def select_cmd(run, target_size, tolerance, budget_flops, top, fallback_measured):
     """Rank network sizes by predicted loss; write RUN/selection.json."""
     from echoscale.select import select
 
@@ -613,11 +619,18 @@ def select_cmd(run, target_size, tolerance, budget_flops, top):
         tolerance=tolerance,
         budget_flops=budget_flops,
         top=top,
+        fallback=fallback_measured,
     )
-    click.echo(
-        f"predicted {result['metric']} at D = {result['target_D']:g} "
-        f"{result['data_unit']}:"
-    )
+    if result["basis"] == "measured":
+        click.echo(
+            f"measured {result['metric']} at D = {result['measured_D']:g} "
+            f"{result['data_unit']} (no law could be fitted; mean [range] of seeds):"
+        )
+    else:
+        click.echo(
+            f"predicted {result['metric']} at D = {result['target_D']:g} "
+            f"{result['data_unit']}:"
+        )
     for row in result["ranking"]:
         band = ""
         if row.get("lower") is not None:

@@ -71,6 +71,13 @@ def law_part(run: Path) -> dict[str, Any] | None:
         "predicted_interval": [chosen.get("lower"), chosen.get("upper")],
         "key": selection.get("key"),
         "reason": selection.get("reason"),
+        "basis": selection.get("basis", "law"),
+        "measured_D": selection.get("measured_D"),
+        "law_failures": {
+            size: fit.get("message")
+            for size, fit in law.get("sizes", {}).items()
+            if not fit.get("success")
+        },
     }
     backtest = law.get("backtest", {}).get("sizes", {}).get(choice, {})
     if backtest.get("success") and "measured" in backtest:
@@ -149,12 +156,25 @@ def _law_lines(law: dict[str, Any] | None) -> list[str]:
         return ["Network size: not chosen (no camus/selection.json)."]
     lo, hi = law["predicted_interval"]
     band = f" [{_num(lo)}, {_num(hi)}]" if _finite(lo) and _finite(hi) else ""
+    size = (
+        f"  {law['choice']}: {law['parameters']:,.0f} parameters, "
+        f"{law['parameter_ratio']:.3g}x fewer than the largest "
+        f"({law['largest']}, {law['largest_parameters']:,.0f})"
+    )
+    if law.get("basis") == "measured":
+        lines = [
+            "Network size: no law could be fitted, so chosen on the losses measured "
+            f"at D = {law['measured_D']:g} {law['data_unit']}:",
+            size,
+            f"  {law['metric']} there {_num(law['predicted'])}{band}; on all the "
+            f"data {_num(law.get('measured'))} ({law['key']})",
+        ]
+        lines += [f"  {s}: {m}" for s, m in law["law_failures"].items()]
+        return lines
     lines = [
         f"Network size, chosen by the law for D = {law['target_D']:g} "
         f"{law['data_unit']}:",
-        f"  {law['choice']}: {law['parameters']:,.0f} parameters, "
-        f"{law['parameter_ratio']:.3g}x fewer than the largest "
-        f"({law['largest']}, {law['largest_parameters']:,.0f})",
+        size,
         f"  {law['metric']} on all the data: predicted {_num(law['predicted'])}{band}, "
         f"measured {_num(law.get('measured'))} ({law['key']})",
     ]

@@ -10,6 +10,7 @@ tolerance of the best, or the best one whose training fits a FLOPs budget.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,9 @@ def rank_sizes(
     *,
     tolerance: float = 0.01,
     budget_flops: float | None = None,
+    basis: str = "predicted",
 ) -> dict[str, Any]:
-    """Rank sizes by predicted loss and choose one.
+    """Rank sizes by predicted (or ``basis``) loss and choose one.
 
     Parameters
     ----------
@@ -186,14 +188,14 @@ def rank_sizes(
         return {
             "ranking": ranking,
             "choice": fits[0]["size"],
-            "reason": f"lowest predicted loss within {budget_flops:.3g} FLOPs",
+            "reason": f"lowest {basis} loss within {budget_flops:.3g} FLOPs",
         }
     good = [r for r in ranking if r["loss"] <= best * (1 + tolerance)]
     choice = min(good, key=lambda r: r["N"])
     return {
         "ranking": ranking,
         "choice": choice["size"],
-        "reason": f"smallest size within {tolerance:.1%} of the best predicted "
+        "reason": f"smallest size within {tolerance:.1%} of the best {basis} "
         f"loss {best:.4g}",
     }
 
@@ -205,8 +207,14 @@ def select(
     tolerance: float = 0.01,
     budget_flops: float | None = None,
     top: int | None = None,
+    fallback: bool = False,
 ) -> dict[str, Any]:
-    """Choose the compute-optimal size for the target size; write ``selection.json``."""
+    """Choose the compute-optimal size for the target size; write ``selection.json``.
+
+    With ``fallback``, when no size's law could be fitted the sizes are ranked by the
+    mean loss measured at the largest D of the sweep instead (``basis`` says which),
+    rather than choosing nothing.
+    """
     run = Path(run)
     if tolerance < 0:
         raise ValueError(f"--tolerance must be 0 or more, got {tolerance}")
@@ -228,6 +236,21 @@ def select(
     result = rank_sizes(
         predicted, costs, tolerance=tolerance, budget_flops=budget_flops
     )
+    result["basis"] = "law"
+    if fallback and not any(v.get("success") for v in predicted.values()):
+        measured, at_D = measured_at_largest(points, law["inputs"]["metric"], unit)
+        log.warning(
+            "no law could be fitted: choosing on the losses measured at D = %g", at_D
+        )
+        result = rank_sizes(
+            measured,
+            costs,
+            tolerance=tolerance,
+            budget_flops=budget_flops,
+            basis="measured",
+        )
+        result.update(basis="measured", measured_D=at_D)
+        result["reason"] = f"no law could be fitted; {result['reason']} at D = {at_D:g}"
     if top is not None:
         result["ranking"] = result["ranking"][:top]
     result.update(
@@ -266,6 +289,28 @@ def selected_config(path: str | Path) -> TrainConfig:
         )
     size = saved.pop("size", None)
     return TrainConfig(**saved, size=None if size is None else tuple(size))
+
+
+def measured_at_largest(
+    points: Sequence[Mapping[str, Any]], metric: str, unit: str
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """Per size, the mean (and range) of ``metric`` at the sweep's largest D."""
+    column = laws.DATA_UNITS[unit]
+    at_D = max(p[column] for p in points)
+    out: dict[str, dict[str, Any]] = {}
+    for p in points:
+        if p[column] == at_D and math.isfinite(p[metric]):
+            out.setdefault(_size_key(p), {"N": p["parameters"], "values": []})
+            out[_size_key(p)]["values"].append(p[metric])
+    for v in out.values():
+        values = v.pop("values")
+        v.update(
+            loss=sum(values) / len(values),
+            lower=min(values),
+            upper=max(values),
+            success=True,
+        )
+    return out, at_D
 
 
 def _size_key(point: Mapping[str, Any]) -> str:

@@ -10,7 +10,7 @@ from echoscale import rundir
 from echoscale.errors import InputError
 from echoscale.phantom import make_phantom
 from echoscale.prepare import prepare_camus
-from echoscale.select import load_law, rank_sizes
+from echoscale.select import load_law, measured_at_largest, rank_sizes
 
 
 def _predicted(losses: dict[str, tuple[float, float]]) -> dict:
@@ -55,6 +55,22 @@ def test_failed_fits_are_not_ranked():
     predicted["w8"] = {"N": 4e4, "loss": None, "success": False}
     result = rank_sizes(predicted, {"w4": 1.0})
     assert [r["size"] for r in result["ranking"]] == ["w4"]
+
+
+def test_without_a_law_the_measured_losses_at_the_largest_d_rank_the_sizes():
+    points = [
+        {"width": w, "depth": 3, "parameters": n, "train_patients": d, "m": loss}
+        for w, n, d, loss in [
+            (4, 100, 2, 0.5), (4, 100, 8, 0.30), (4, 100, 8, 0.32),
+            (8, 400, 2, 0.4), (8, 400, 8, 0.20), (8, 400, 8, 0.24),
+        ]
+    ]  # fmt: skip
+    measured, at_D = measured_at_largest(points, "m", "patients")
+    assert at_D == 8
+    assert measured["w8-d3"]["loss"] == pytest.approx(0.22)
+    assert (measured["w4-d3"]["lower"], measured["w4-d3"]["upper"]) == (0.30, 0.32)
+    result = rank_sizes(measured, {}, basis="measured")
+    assert result["choice"] == "w8-d3" and "measured" in result["reason"]
 
 
 @pytest.mark.slow
