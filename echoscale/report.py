@@ -191,7 +191,7 @@ def _law_lines(law: dict[str, Any] | None) -> list[str]:
 def _dice_lines(title: str, part: dict[str, Any] | None) -> list[str]:
     if part is None:
         return [f"{title}: not run."]
-    lines = [f"{title} ({part['matched']} images), Dice mean (SD):"]
+    lines = [f"{title} ({part['matched']} matched), Dice mean (SD):"]
     for structure, phases in part["dice"].items():
         shown = [
             f"{phase} {_num(v['mean'])} ({_num(v['sd'], 2)})"
