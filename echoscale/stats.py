@@ -47,6 +47,15 @@ def _too_few(n: int, needed: int = MIN_PAIRS) -> str | None:
     return f"{n} pairs; at least {needed} are needed" if n < needed else None
 
 
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``a - b``, and why no test can be made on it (too few, no variance) or None."""
+    d = a - b
+    reason = _too_few(int(d.size))
+    if reason is None and np.ptp(d) == 0:
+        reason = "the differences are all equal (no variance)"
+    return d, reason
+
+
 def _interval(lo: float, hi: float) -> list[float]:
     return [float(lo), float(hi)]
 
@@ -375,10 +384,7 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     a, b = _pairs(a, b)
     n = int(a.size)
     out = {"t": _NAN, "p_t": _NAN, "p_wilcoxon": _NAN, "n": n}
-    reason = _too_few(n)
-    d = a - b
-    if reason is None and np.ptp(d) == 0:
-        reason = "the differences are all equal (no variance)"
+    d, reason = _differences(a, b)
     if reason is not None:
         return {**out, "reason": reason}
     t = sps.ttest_rel(a, b)
@@ -477,10 +483,7 @@ def tost(
         "decision": "undefined",
         "n": n,
     }
-    reason = _too_few(n)
-    d = a - b
-    if reason is None and np.ptp(d) == 0:
-        reason = "the differences are all equal (no variance)"
+    d, reason = _differences(a, b)
     if reason is not None:
         return {**out, "reason": reason}
     mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))
