@@ -156,9 +156,10 @@ def _law_lines(law: dict[str, Any] | None) -> list[str]:
         return ["Network size: not chosen (no camus/selection.json)."]
     lo, hi = law["predicted_interval"]
     band = f" [{_num(lo)}, {_num(hi)}]" if _finite(lo) and _finite(hi) else ""
-    size = (
-        f"  {law['choice']}: {law['parameters']:,.0f} parameters, "
-        f"{law['parameter_ratio']:.3g}x fewer than the largest "
+    size = f"  {law['choice']}: {law['parameters']:,.0f} parameters, " + (
+        "the largest size swept"
+        if law["choice"] == law["largest"]
+        else f"{law['parameter_ratio']:.3g}x fewer than the largest "
         f"({law['largest']}, {law['largest_parameters']:,.0f})"
     )
     if law.get("basis") == "measured":
