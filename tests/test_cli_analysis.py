@@ -156,3 +156,18 @@ def test_report_names_the_parts_a_study_has_not_run(invoke, tmp_path):
     assert "Network size: not chosen" in result.stdout
     assert "Perfusion agreement: not run." in result.stdout
     assert (tmp_path / "report.md").read_text().strip() == result.stdout.strip()
+
+
+def test_compare_the_real_candidates_through_the_cli(shared_data, invoke, tmp_path):
+    folder = shared_data / "echo_toolkit"
+    reference = folder / "segmentation_reference.nii.gz"
+    printed = {}
+    for name in ("candidate1", "candidate2"):
+        auto = folder / f"segmentation_{name}.nii.gz"
+        result = invoke("compare", auto, reference, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+        assert "lv_endo" in result.stdout and "la " not in result.stdout
+        summary = rundir.read_json(tmp_path / name / "summary.json")
+        assert summary["kind"] == "masks" and summary["matched"] == 1
+        printed[name] = result.stdout
+    assert printed["candidate1"] != printed["candidate2"]
