@@ -245,12 +245,13 @@ def _as_labels(array: np.ndarray, path: Path) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _frame_times(case: CeusCase, image: images.Image, fps: float | None) -> np.ndarray:
-    """Choose the frame times: case.json, then the file, then ``fps``."""
-    settings, n = case.settings, image.n_frames
-    where = case.root / CASE_JSON
+def settings_times(settings: dict[str, Any], n: int, where: Path) -> np.ndarray | None:
+    """Frame times from case.json: ``frame_times`` (checked, from 0), else ``fps``.
+
+    None when it gives neither; ``where`` is the case.json named in errors.
+    """
     if settings.get("frame_times") is not None:
-        times = np.asarray(settings["frame_times"], float)
+        times = np.asarray(settings["frame_times"], np.float64)
         if times.shape != (n,) or np.any(np.diff(times) <= 0):
             raise InputError(
                 f"frame_times must hold {n} increasing times (one per frame), got "
@@ -259,11 +260,21 @@ def _frame_times(case: CeusCase, image: images.Image, fps: float | None) -> np.n
             )
         return times - times[0]
     if settings.get("fps") is not None:
-        times = np.arange(n) / float(settings["fps"])
+        return np.arange(n) / float(settings["fps"])
+    return None
+
+
+def _frame_times(case: CeusCase, image: images.Image, fps: float | None) -> np.ndarray:
+    """Choose the frame times: case.json, then the file, then ``fps``."""
+    settings, n = case.settings, image.n_frames
+    where = case.root / CASE_JSON
+    times = settings_times(settings, n, where)
+    if times is not None and settings.get("frame_times") is None:
         if image.frame_times is not None and not np.allclose(
             times, image.frame_times, rtol=0.01, atol=1e-3
         ):
             log.warning("%s: fps in case.json overrides the cine's frame times", where)
+    if times is not None:
         return times
     if image.frame_times is not None:
         return np.asarray(image.frame_times, float)

@@ -256,12 +256,7 @@ class Measured:
         return inside, self.times[self.frames[inside]] - self.times[t0]
 
 
-def case_name(loop: str | Path) -> str:
-    """The case a loop belongs to: its folder for ``cine.*``, else the file's stem."""
-    loop = Path(loop)
-    name = loop.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else loop.stem
-    return loop.parent.resolve().name if stem.lower() == "cine" else stem
+case_name = rundir.case_name  # the case of a loop, as segment names its output
 
 
 # --- inputs ------------------------------------------------------------------------
@@ -313,18 +308,9 @@ def _frame_times(
     n = image.n_frames
     if fps is not None:
         return np.arange(n) / float(fps)
-    where = loop.parent / ceus.CASE_JSON
-    if settings.get("frame_times") is not None:
-        times = np.asarray(settings["frame_times"], np.float64)
-        if times.shape != (n,) or np.any(np.diff(times) <= 0):
-            raise InputError(
-                f"frame_times must hold {n} increasing times (one per frame of "
-                f"{loop.name}), got {times.size}",
-                where,
-            )
-        return times - times[0]
-    if settings.get("fps") is not None:
-        return np.arange(n) / float(settings["fps"])
+    times = ceus.settings_times(settings, n, loop.parent / ceus.CASE_JSON)
+    if times is not None:
+        return times
     if image.frame_times is not None and np.all(np.diff(image.frame_times) > 0):
         return np.asarray(image.frame_times, np.float64)
     raise InputError(

@@ -203,3 +203,18 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
     """Read a CSV file into a list of dicts of strings."""
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def case_name(path: str | Path) -> str:
+    """The name a loop or image goes by: its file name without the extension.
+
+    ``.nii.gz`` counts as one extension. A file named ``cine.*`` (the contrast-case
+    layout ``caseNN/cine.tif``) takes its folder's name. ``segment`` names its output
+    folders so and ``perfuse`` its case, so that ``compare`` matches the two.
+    """
+    path = Path(path)
+    name = path.name
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+    if stem.lower() == "cine" and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return stem

@@ -68,18 +68,7 @@ def masks_name(fmt: str) -> str:
     return f"masks.{fmt}"
 
 
-def output_name(path: str | Path) -> str:
-    """Name of an input's output folder: its file name without the extension.
-
-    ``.nii.gz`` counts as one extension. A file named ``cine.*`` (the contrast-case
-    layout ``caseNN/cine.tif``) takes its folder's name.
-    """
-    path = Path(path)
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-    if stem.lower() == "cine" and path.resolve().parent.name:
-        return path.resolve().parent.name
-    return stem
+output_name = rundir.case_name  # OUT/<name>/ of an input
 
 
 def model_classes(model: UNet, config: Mapping[str, Any]) -> tuple[list, dict]:
