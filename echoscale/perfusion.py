@@ -617,6 +617,9 @@ def _start_values(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | 
     return rise, 1.0 / t63, C0
 
 
+UNRESOLVED = 0.1  # beta * t_end below this: under 10% of the way to the plateau
+
+
 def _result(
     t: np.ndarray, y: np.ndarray, popt: np.ndarray, pcov: np.ndarray
 ) -> ReplenishmentFit:
@@ -636,6 +639,13 @@ def _result(
         success, message = False, "no rise: A is at its bound 0"
     elif not np.all(np.isfinite(se)):
         message = "fitted, but the covariance could not be estimated"
+    elif beta * float(t[-1]) < UNRESOLVED:
+        # the curve is a straight line A*beta*t there: A and beta cannot be told apart
+        success = False
+        message = (
+            f"unresolved: the curve ends long before its plateau (beta * t_end = "
+            f"{beta * float(t[-1]):.2g}), so A and beta cannot be separated"
+        )
     elif beta * float(t[-1]) < 1.0:
         message = (
             f"fitted, but the curve ends before its plateau (beta * t_end = "

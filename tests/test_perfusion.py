@@ -128,6 +128,16 @@ def test_fit_says_when_the_curve_ends_before_its_plateau():
     assert "before its plateau" in fit.message
 
 
+def test_a_curve_far_from_its_plateau_is_a_failed_fit():
+    # beta * t_end = 0.02: a straight line, whose A and beta trade off freely
+    t = np.linspace(0, 1.0, 30)
+    y = replenishment(t, 5000.0, 0.02, 5.0)
+    y = y + np.random.default_rng(0).normal(0, 0.05, t.size)
+    fit = fit_replenishment(t, y)
+
+    assert not fit.success and "cannot be separated" in fit.message
+
+
 # --- linearisation -----------------------------------------------------------------
 
 
