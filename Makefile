@@ -58,6 +58,10 @@ METRIC ?= test_loss
 CEUS_SIZE ?= 256
 CEUS_TEST ?= 0.25
 CEUS_STEPS ?= $(STEPS)
+# the contrast sweep: few cases, so one seed; its laws keep the CAMUS exponents
+CEUS_WIDTHS ?= $(WIDTHS)
+CEUS_FRACTIONS ?= 0.25,0.5,1
+CEUS_SEEDS ?= 0
 MARGIN ?= 20%
 SWEEP_ARGS ?=
 # when no law can be fitted, choose on the losses measured at the largest fraction
@@ -67,6 +71,8 @@ PERFUSE_ARGS ?= --erode 2
 # the key of the model that `train --from-selection` trains
 KEY = $$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' \
 	$(STUDY)/camus/selection.json)
+CEUS_KEY = $$($(BIN)/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["key"])' \
+	$(STUDY)/ceus/selection.json)
 
 study: install
 	@test -n "$(CAMUS)" || { echo "usage: make study CAMUS=/path/to/CAMUS [CEUS=/path/to/contrast-cases]" >&2; exit 2; }
@@ -82,16 +88,24 @@ study: install
 	@if [ -n "$(CEUS)" ]; then $(MAKE) --no-print-directory contrast; fi
 	$(E) report $(STUDY)
 
-# The contrast study: the chosen size trained on the contrast loops, then every test
+# The contrast study (after the CAMUS one, whose law it borrows): a small sweep on the
+# contrast loops, its laws refitted with the CAMUS exponents (only the levels are
+# free), the size chosen by those, trained on every training loop; then every test
 # loop segmented and perfused with the predicted and with the manual masks.
 contrast: install
 	@test -n "$(CEUS)" || { echo "usage: make contrast STUDY=... CEUS=/path/to/contrast-cases" >&2; exit 2; }
+	@test -f $(STUDY)/camus/law.json || { echo "make contrast: no $(STUDY)/camus/law.json; run make study first" >&2; exit 2; }
 	$(E) prepare ceus $(CEUS) $(STUDY)/ceus --size $(CEUS_SIZE) --val $(VAL) --test $(CEUS_TEST)
-	$(E) train $(STUDY)/ceus --from-selection $(STUDY)/camus/selection.json \
-		--max-steps $(CEUS_STEPS)
+	$(E) sweep $(STUDY)/ceus --widths $(CEUS_WIDTHS) --depths $(DEPTH) \
+		--fractions $(CEUS_FRACTIONS) --seeds $(CEUS_SEEDS) --max-steps $(CEUS_STEPS) \
+		--eval-every $(EVAL) --lr $(LR) --batch-size $(BATCH) --jobs $(JOBS) $(SWEEP_ARGS)
+	$(E) fit-law $(STUDY)/ceus --bootstrap $(BOOT) --metric $(METRIC) \
+		--transfer-from $(STUDY)/camus/law.json
+	$(E) select $(STUDY)/ceus --transfer $(SELECT_ARGS)
+	$(E) train $(STUDY)/ceus --from-selection $(STUDY)/ceus/selection.json
 	set -e; for case in $$($(E) cases $(STUDY)/ceus --split test); do \
 		name=$$(basename $$case); \
-		$(E) segment $(STUDY)/ceus/models/$(KEY) $$case/cine.* --out $(STUDY)/segment \
+		$(E) segment $(STUDY)/ceus/models/$(CEUS_KEY) $$case/cine.* --out $(STUDY)/segment \
 			--keep-largest; \
 		$(E) perfuse $$case/cine.* $(STUDY)/segment/$$name \
 			--out $(STUDY)/perfusion/auto/$$name $(PERFUSE_ARGS); \
@@ -106,9 +120,9 @@ contrast: install
 # CPU (under 10 minutes). Rerunning it reuses what is finished; rm -rf runs/demo to
 # start afresh.
 DEMO ?= runs/demo
-DEMO_SETTINGS = SIZE=48 WIDTHS=4,8,16 DEPTH=3 FRACTIONS=0.04,0.08,0.15,0.3 SEEDS=0,1 \
-	STEPS=200 EVAL=25 LR=6e-3 BATCH=8 JOBS=2 BOOT=200 METRIC=dice_error \
-	CEUS_SIZE=64x80 CEUS_STEPS=200
+DEMO_SETTINGS = SIZE=40 WIDTHS=4,8,16 DEPTH=3 FRACTIONS=0.04,0.15,0.3,0.45,0.6 \
+	SEEDS=0,1 STEPS=150 EVAL=25 LR=6e-3 BATCH=8 JOBS=2 BOOT=200 METRIC=dice_error \
+	CEUS_SIZE=48x64 CEUS_STEPS=150 CEUS_WIDTHS=8,16 CEUS_FRACTIONS=0.4,1
 demo: install
 	$(E) phantom $(DEMO)/data --patients 40 --ceus-cases 8 --seed 0
 	$(MAKE) --no-print-directory study STUDY=$(DEMO) CAMUS=$(DEMO)/data/camus \

@@ -609,7 +609,15 @@ def fit_law_cmd(run, metric, data_unit, n_boot, seed, target_size, transfer_from
     help="When no law can be fitted, rank by the losses measured at the largest D "
     "instead of choosing nothing.",
 )
-def select_cmd(run, target_size, tolerance, budget_flops, top, fallback_measured):
+@click.option(
+    "--transfer",
+    is_flag=True,
+    help="Rank by the laws 'fit-law --transfer-from' refitted with the other "
+    "dataset's exponents, not by this run's own laws.",
+)
+def select_cmd(
+    run, target_size, tolerance, budget_flops, top, fallback_measured, transfer
+):
     """Rank network sizes by predicted loss; write RUN/selection.json."""
     from echoscale.select import select
 
@@ -620,6 +628,7 @@ def select_cmd(run, target_size, tolerance, budget_flops, top, fallback_measured
         budget_flops=budget_flops,
         top=top,
         fallback=fallback_measured,
+        transfer=transfer,
     )
     if result["basis"] == "measured":
         click.echo(
@@ -627,9 +636,10 @@ def select_cmd(run, target_size, tolerance, budget_flops, top, fallback_measured
             f"{result['data_unit']} (no law could be fitted; mean [range] of seeds):"
         )
     else:
+        how = " (transferred law)" if result["basis"] == "transfer" else ""
         click.echo(
             f"predicted {result['metric']} at D = {result['target_D']:g} "
-            f"{result['data_unit']}:"
+            f"{result['data_unit']}{how}:"
         )
     for row in result["ranking"]:
         band = ""

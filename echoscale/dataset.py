@@ -148,6 +148,31 @@ def write_dataset(
             writer.close()
         if not writer.finished:
             raise RuntimeError("the dataset was not finished; nothing was written")
+        _check_replacement(Path(run), tmp)
+
+
+def _check_replacement(run: Path, new: Path) -> None:
+    """Refuse to change the data under a run's trained models.
+
+    Preparing again with the same inputs and settings writes the same stacks (same
+    checksums) and is allowed; anything else would leave the models, and the sweep
+    and laws built on them, describing data the run no longer holds.
+    """
+    old = rundir.dataset_dir(run) / rundir.MANIFEST
+    models = run / rundir.MODELS
+    if not old.is_file() or not models.is_dir() or not any(models.iterdir()):
+        return
+    try:
+        before = rundir.read_json(old).get("checksums")
+    except ValueError:
+        return  # a damaged manifest protects nothing; replace it
+    if before != rundir.read_json(new / rundir.MANIFEST).get("checksums"):
+        raise InputError(
+            "holds models trained on a dataset prepared from other inputs or with "
+            "other settings; preparing again would change the data under them: "
+            "prepare into a new run directory, or remove its models/ first",
+            run,
+        )
 
 
 @dataclass

@@ -272,7 +272,7 @@ def _check_options(fps, phase, segments, septum_side, erode_mm, flash) -> None:
     if septum_side not in (None, *regions.SIDES):
         raise InputError(f"--septum-side must be left or right, got {septum_side!r}")
     if not (math.isfinite(erode_mm) and erode_mm >= 0):
-        raise InputError(f"--erode-mm must be 0 or more, got {erode_mm}")
+        raise InputError(f"--erode must be 0 or more, got {erode_mm}")
     if isinstance(flash, str) and flash != "auto":
         raise InputError(f"--flash must be auto or frame numbers, got {flash!r}")
     if not isinstance(flash, str):
@@ -533,6 +533,11 @@ def _fit_rows(measured: Measured, phase: str) -> list[dict[str, Any]]:
             fit = perfusion.fit_replenishment(
                 t[good], y[good], sigma, proportional=True
             )
+            if not inside.any():  # say why rather than "too few points: 0"
+                fit.message = (
+                    "no frame of this flash's curve has a mask (the masks end "
+                    "before it)"
+                )
             total = int(pixels.sum())
             fraction = curves.clipped[inside, r].sum() / total if total else math.nan
             rows.append(

@@ -79,11 +79,21 @@ def law_part(run: Path) -> dict[str, Any] | None:
             if not fit.get("success")
         },
     }
+    moved = ((law.get("transfer") or {}).get("sizes") or {}).get(choice)
+    if moved:
+        part["transfer"] = {
+            "source": law.get("transfer_from"),
+            "fixed": moved.get("fixed"),
+            "level_shift": moved.get("level_shift"),
+            "bias": (moved.get("bias") or {}).get("mean"),
+        }
     backtest = law.get("backtest", {}).get("sizes", {}).get(choice, {})
-    if backtest.get("success") and "measured" in backtest:
+    if backtest:
+        keep = ("held_out_D", "predicted", "measured", "rel_error", "inside")
         part["backtest"] = {
-            k: backtest.get(k)
-            for k in ("held_out_D", "predicted", "measured", "rel_error", "inside")
+            "success": bool(backtest.get("success")) and "measured" in backtest,
+            "message": backtest.get("message"),
+            **{k: backtest.get(k) for k in keep},
         }
     metrics = (
         _read(rundir.model_paths(run, part["key"])["metrics"]) if part["key"] else None
@@ -138,9 +148,17 @@ def build(study: str | Path) -> dict[str, Any]:
     study = Path(study)
     if not study.is_dir():
         raise InputError("no such study directory", study)
+    parts = (CAMUS_RUN, CEUS_RUN, "compare")
+    if not any((study / part).is_dir() for part in parts):
+        raise InputError(
+            "not a study directory: none of camus/, ceus/ or compare/ is there "
+            "(make demo and make study write them)",
+            study,
+        )
     return {
         "study": str(study),
         "law": law_part(study / CAMUS_RUN),
+        "contrast_law": law_part(study / CEUS_RUN),
         "segmentation": dice_part(study / COMPARE_CAMUS),
         "contrast_segmentation": dice_part(study / COMPARE_CONTRAST),
         "perfusion": perfusion_part(study / COMPARE_PERFUSION),
@@ -151,9 +169,11 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if _finite(value) else "n/a"
 
 
-def _law_lines(law: dict[str, Any] | None) -> list[str]:
+def _law_lines(
+    law: dict[str, Any] | None, title: str = "Network size", run: str = CAMUS_RUN
+) -> list[str]:
     if law is None:
-        return ["Network size: not chosen (no camus/selection.json)."]
+        return [f"{title}: not chosen (no {run}/selection.json)."]
     lo, hi = law["predicted_interval"]
     band = f" [{_num(lo)}, {_num(hi)}]" if _finite(lo) and _finite(hi) else ""
     size = f"  {law['choice']}: {law['parameters']:,.0f} parameters, " + (
@@ -164,7 +184,7 @@ def _law_lines(law: dict[str, Any] | None) -> list[str]:
     )
     if law.get("basis") == "measured":
         lines = [
-            "Network size: no law could be fitted, so chosen on the losses measured "
+            f"{title}: no law could be fitted, so chosen on the losses measured "
             f"at D = {law['measured_D']:g} {law['data_unit']}:",
             size,
             f"  {law['metric']} there {_num(law['predicted'])}{band}; on all the "
@@ -172,20 +192,31 @@ def _law_lines(law: dict[str, Any] | None) -> list[str]:
         ]
         lines += [f"  {s}: {m}" for s, m in law["law_failures"].items()]
         return lines
+    how = "the law"
+    if law.get("basis") == "transfer":
+        how = "the transferred law (the source's exponents, this dataset's levels)"
     lines = [
-        f"Network size, chosen by the law for D = {law['target_D']:g} "
-        f"{law['data_unit']}:",
+        f"{title}, chosen by {how} for D = {law['target_D']:g} {law['data_unit']}:",
         size,
         f"  {law['metric']} on all the data: predicted {_num(law['predicted'])}{band}, "
         f"measured {_num(law.get('measured'))} ({law['key']})",
     ]
-    bt = law.get("backtest")
-    if bt:
+    moved = law.get("transfer")
+    if moved and moved.get("bias") is not None:
         lines.append(
-            f"  backtest (refit without D = {bt['held_out_D']:g}): predicted "
-            f"{_num(bt['predicted'])}, measured {_num(bt['measured'])}, error "
-            f"{100 * bt['rel_error']:+.1f}%"
+            f"  against the source law ({moved['source']}): measured minus "
+            f"predicted {moved['bias']:+.3g} on average"
         )
+    bt = law.get("backtest")
+    if bt and law.get("basis") != "transfer":
+        held = f"  backtest (refit without D = {_num(bt['held_out_D'])}): "
+        if bt["success"]:
+            lines.append(
+                f"{held}predicted {_num(bt['predicted'])}, measured "
+                f"{_num(bt['measured'])}, error {100 * bt['rel_error']:+.1f}%"
+            )
+        else:
+            lines.append(f"{held}no fit ({bt['message']})")
     return lines
 
 
@@ -230,6 +261,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines += _law_lines(report["law"]) + [""]
     lines += _dice_lines("Test patients, chosen network", report["segmentation"])
     lines += [""]
+    if report.get("contrast_law") is not None:
+        lines += _law_lines(report["contrast_law"], "Contrast network size", CEUS_RUN)
+        lines += [""]
     lines += _dice_lines(
         "Contrast loops, predicted masks", report["contrast_segmentation"]
     )

@@ -208,12 +208,15 @@ def select(
     budget_flops: float | None = None,
     top: int | None = None,
     fallback: bool = False,
+    transfer: bool = False,
 ) -> dict[str, Any]:
     """Choose the compute-optimal size for the target size; write ``selection.json``.
 
-    With ``fallback``, when no size's law could be fitted the sizes are ranked by the
-    mean loss measured at the largest D of the sweep instead (``basis`` says which),
-    rather than choosing nothing.
+    With ``transfer``, the sizes are ranked by the laws that ``fit-law
+    --transfer-from`` refitted with the source's exponents (``basis`` "transfer")
+    instead of this run's own laws. With ``fallback``, when no size's law could be
+    fitted the sizes are ranked by the mean loss measured at the largest D of the
+    sweep instead (``basis`` "measured"), rather than choosing nothing.
     """
     run = Path(run)
     if tolerance < 0:
@@ -222,21 +225,34 @@ def select(
     unit = law["inputs"]["data_unit"]
     target = full_data_size(run, unit) if target_D is None else float(target_D)
     points = read_points(run, law["inputs"]["metric"])
+    if transfer and not law.get("transfer"):
+        raise InputError(
+            "law.json has no transferred law; run 'echoscale fit-law RUN "
+            "--transfer-from OTHER/law.json' first",
+            run / rundir.LAW,
+        )
     if abs(target - law["target_D"]) > 1e-9:
         log.info("refitting for the target size %g", target)
+        source = rundir.read_json(law["transfer_from"]) if transfer else None
         law = laws.fit_laws(
             points,
             metric=law["inputs"]["metric"],
             data_unit=unit,
             n_boot=law["bootstrap"].get("n_boot", 1000),
             target_D=target,
+            transfer_from=source,
         )
-    predicted = law["predicted"]["sizes"]
+    predicted = transferred(law) if transfer else law["predicted"]["sizes"]
     costs = _training_costs(points)
+    basis = "transfer" if transfer else "law"
     result = rank_sizes(
-        predicted, costs, tolerance=tolerance, budget_flops=budget_flops
+        predicted,
+        costs,
+        tolerance=tolerance,
+        budget_flops=budget_flops,
+        basis="transferred" if transfer else "predicted",
     )
-    result["basis"] = "law"
+    result["basis"] = basis
     if fallback and not any(v.get("success") for v in predicted.values()):
         measured, at_D = measured_at_largest(points, law["inputs"]["metric"], unit)
         log.warning(
@@ -289,6 +305,28 @@ def selected_config(path: str | Path) -> TrainConfig:
         )
     size = saved.pop("size", None)
     return TrainConfig(**saved, size=None if size is None else tuple(size))
+
+
+def transferred(law: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per size, the loss at the target that the transferred data law predicts.
+
+    Sizes missing from the source law, or whose refit failed, are unsuccessful.
+    The transfer has no bootstrap, so ``lower`` and ``upper`` are None.
+    """
+    sizes = (law.get("transfer") or {}).get("sizes") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, info in law["inputs"]["sizes"].items():
+        refit = sizes.get(key) or {}
+        loss = (refit.get("predicted") or {}).get(key, {}).get("loss")
+        out[key] = {
+            "N": info["N"],
+            "loss": loss,
+            "lower": None,
+            "upper": None,
+            "success": bool(refit.get("success")) and loss is not None,
+            "message": refit.get("message") or (refit.get("fit") or {}).get("message"),
+        }
+    return out
 
 
 def measured_at_largest(

@@ -17,7 +17,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -197,9 +197,12 @@ def run_sweep(
     Returns
     -------
     list of dict
-        The rows of ``RUN/sweep.csv``.
+        The rows of ``RUN/sweep.csv``: the runs of ``configs`` only, so that a
+        model trained later in the same run (the chosen size on all the data) does
+        not enter the laws when the sweep is rerun (``collect`` takes every model).
     """
     run = Path(run)
+    keys = {c.key for c in configs}
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     todo = [c for c in configs if not is_finished(run, c)]
@@ -216,7 +219,7 @@ def run_sweep(
             start = time.perf_counter()
             result = _run_one(run, config, devices[0])
             report(number, config, result, f"{time.perf_counter() - start:.0f} s")
-        return collect(run)
+        return collect(run, keys)
     # One process per job, each with its own device and share of the cores, kept for
     # all its runs so that torch is imported once per job, not once per run.
     context = multiprocessing.get_context("spawn")
@@ -248,18 +251,23 @@ def run_sweep(
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
             raise
-    return collect(run)
+    return collect(run, keys)
 
 
-def collect(run: str | Path) -> list[dict[str, Any]]:
-    """Rebuild ``RUN/sweep.csv`` from every model's metrics (and failures); return rows.
+def collect(
+    run: str | Path, keys: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rebuild ``RUN/sweep.csv`` from the models' metrics (and failures); return rows.
 
-    One row per model, sorted by width, depth, fraction and seed. Dice columns
-    (``dice_<structure>``, over all test samples) follow the structures present.
+    One row per model (of ``keys`` only, when given), sorted by width, depth,
+    fraction and seed. Dice columns (``dice_<structure>``, over all test samples)
+    follow the structures present.
     """
     run = Path(run)
     rows, structures = [], []
     for folder in sorted((run / rundir.MODELS).glob("*")):
+        if keys is not None and folder.name not in keys:
+            continue
         metrics_path = folder / rundir.MODEL_FILES["metrics"]
         if metrics_path.is_file():
             m = rundir.read_json(metrics_path)

@@ -151,6 +151,10 @@ def test_perfuse_without_frame_times_asks_for_fps(invoke, tmp_path):
 
 
 def test_report_names_the_parts_a_study_has_not_run(invoke, tmp_path):
+    refused = invoke("report", tmp_path)
+    assert refused.exit_code != 0 and "not a study directory" in refused.stderr
+    assert not (tmp_path / "report.md").exists()
+    (tmp_path / "compare").mkdir()
     result = invoke("report", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert "Network size: not chosen" in result.stdout

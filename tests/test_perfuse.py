@@ -91,7 +91,9 @@ def test_rows_of_a_curve_without_frames_fail_with_a_reason(tmp_path):
     rows = rundir.read_json(tmp_path / "out" / perfuse.PERFUSION_JSON)["rows"]
     second = [r for r in rows if r["flash"] == 2]
     assert second and all(not r["success"] for r in second)
-    assert all("too few points: 0" in r["message"] and r["A"] is None for r in second)
+    assert all(
+        "no frame of this flash" in r["message"] and r["A"] is None for r in second
+    )
     assert all(r["success"] for r in rows if r["flash"] == 1)
 
 
@@ -429,3 +431,43 @@ def test_true_masks_give_A_and_beta_within_5_percent(tmp_path, seed, kwargs, wha
         assert row["success"], row["message"]
         assert row["A"] == pytest.approx(seg["A"], rel=0.05), row["region"]
         assert row["beta"] == pytest.approx(seg["beta"], rel=0.05), row["region"]
+
+
+@pytest.mark.slow
+def test_every_frame_true_masks_are_unbiased_and_as_precise_as_the_fits_say(tmp_path):
+    # Eight consecutive phantom seeds, none chosen, with the true myocardium on every
+    # frame (the union of the phantom's segment labels). On the 12 cases of the
+    # perfusion benchmark (make bench) the beta error was 3.2 % rms (largest 10 %),
+    # its median -0.4 %, and the errors had an SD of 1.1-1.2 of the fits' own
+    # standard errors: the limit is the loop's speckle, so single curves can miss 5 %.
+    errors, z = {"A": [], "beta": []}, {"A": [], "beta": []}
+    for seed in range(200, 208):
+        folder, case = write_case(
+            tmp_path, seed, size=phantom_ceus.DEFAULT_CEUS_SIZE, name=f"c{seed}"
+        )
+        cine = images.read_image(folder / "cine.tif")
+        labels = images.read_image(folder / "segments.tif").array
+        images.write_image(
+            folder / "every.tif",
+            (labels > 0).astype(np.uint8),
+            cine.spacing,
+            cine.frame_times,
+        )
+        out = tmp_path / f"out{seed}"
+        perfuse.perfuse(folder / "cine.tif", folder / "every.tif", out, figure=False)
+        truth = {s["name"]: s for s in case.truth["segments"]}
+        for row in rundir.read_json(out / perfuse.PERFUSION_JSON)["rows"]:
+            if row["region"] not in truth:
+                continue
+            assert row["success"], (seed, row["region"], row["message"])
+            for name in errors:
+                true = truth[row["region"]][name]
+                errors[name].append(row[name] / true - 1)
+                z[name].append((row[name] - true) / row[f"se_{name}"])
+    for name in errors:
+        err = np.array(errors[name])
+        assert err.size >= 8 * 6
+        assert abs(np.median(err)) < 0.015, name
+        assert np.sqrt(np.mean(err**2)) < 0.05, name
+        assert np.mean(np.abs(err) <= 0.10) >= 0.95, name
+        assert 0.7 < np.std(z[name]) < 1.5, name

@@ -124,12 +124,18 @@ def test_without_skip_incomplete_patient0016_stops_before_anything_is_written(
     assert not run.exists() or not any(run.iterdir())
 
 
-def test_a_failed_prepare_leaves_the_previous_dataset_untouched(tmp_path):
+def _four_patients_prepared(tmp_path: Path) -> tuple[Path, Path]:
+    """Four phantom patients in ``src`` and a run prepared from them at 32 x 32."""
     src = tmp_path / "src"
     for k in range(1, 5):
         make_camus_patient(src, f"patient{k:04d}")
     run = tmp_path / "run"
     prepare.prepare_camus(src, run, size=(32, 32))
+    return src, run
+
+
+def test_a_failed_prepare_leaves_the_previous_dataset_untouched(tmp_path):
+    src, run = _four_patients_prepared(tmp_path)
     before = _digest(run)
     bad = src / "patient0003" / "patient0003_2CH_ED_gt.nii.gz"
     images.write_nifti(bad, np.full((48, 40), 255, np.uint8), (0.3, 0.5))
@@ -137,6 +143,18 @@ def test_a_failed_prepare_leaves_the_previous_dataset_untouched(tmp_path):
         prepare.prepare_camus(src, run, size=(32, 32))
     assert _digest(run) == before
     assert [p.name for p in run.iterdir()] == ["dataset"]
+
+
+def test_preparing_again_may_not_change_the_data_under_trained_models(tmp_path):
+    src, run = _four_patients_prepared(tmp_path)
+    (run / "models" / "w8-d3-f1-s0").mkdir(parents=True)
+    before = _digest(run)
+    prepare.prepare_camus(src, run, size=(32, 32))  # the same data: allowed
+    assert _digest(run) == before
+    with pytest.raises(InputError, match="models trained on a dataset prepared"):
+        prepare.prepare_camus(src, run, size=(48, 48))
+    assert _digest(run) == before
+    assert sorted(p.name for p in run.iterdir()) == ["dataset", "models"]
 
 
 def test_myo_only_keeps_background_and_myocardium(tmp_path):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shlex
 
+import numpy as np
 import pytest
 
-from echoscale import rundir
+from echoscale import laws, rundir
 from echoscale.errors import InputError
 from echoscale.phantom import make_phantom
 from echoscale.prepare import prepare_camus
-from echoscale.select import load_law, measured_at_largest, rank_sizes
+from echoscale.select import load_law, measured_at_largest, rank_sizes, transferred
 
 
 def _predicted(losses: dict[str, tuple[float, float]]) -> dict:
@@ -71,6 +72,57 @@ def test_without_a_law_the_measured_losses_at_the_largest_d_rank_the_sizes():
     assert (measured["w4-d3"]["lower"], measured["w4-d3"]["upper"]) == (0.30, 0.32)
     result = rank_sizes(measured, {}, basis="measured")
     assert result["choice"] == "w8-d3" and "measured" in result["reason"]
+
+
+def _data_points(levels: dict[int, tuple[float, float, float]], d_values, seeds=2):
+    """Sweep rows whose loss per width is E + B * D**-beta, with 1 % seed noise."""
+    rng = np.random.default_rng(5)
+    return [
+        {
+            "key": f"w{w}-d3-f{d}-s{s}",
+            "width": w,
+            "depth": 3,
+            "parameters": 1000 * w * w,
+            "train_patients": d,
+            "train_images": 4 * d,
+            "fraction": d / max(d_values),
+            "seed": s,
+            "test_loss": (E + B * d**-beta) * np.exp(0.01 * rng.standard_normal()),
+        }
+        for w, (E, B, beta) in levels.items()
+        for d in d_values
+        for s in range(seeds)
+    ]
+
+
+def test_the_transferred_laws_rank_the_sizes_of_a_small_second_dataset():
+    # The source shows w8 better than w4 at every D. The second dataset has only
+    # two fractions of one seed, too few for laws of its own, and its levels
+    # reverse the order: the ranking must follow its levels with the source's
+    # exponents, and a width the source never swept cannot be ranked.
+    source = laws.fit_laws(
+        _data_points({4: (0.10, 1.0, 0.5), 8: (0.05, 1.0, 0.7)}, [5, 10, 20, 40, 80]),
+        n_boot=5,
+    )
+    assert all(source["sizes"][k]["success"] for k in ("w4-d3", "w8-d3"))
+    small = _data_points(
+        {4: (0.20, 0.5, 0.5), 8: (0.30, 0.5, 0.7), 16: (0.1, 0.5, 0.7)},
+        [2, 4],
+        seeds=1,
+    )
+    record = laws.fit_laws(small, n_boot=5, target_D=8, transfer_from=source)
+    predicted = transferred(record)
+    assert not predicted["w16-d3"]["success"]
+    for key, (E, B, beta) in {
+        "w4-d3": (0.2, 0.5, 0.5),
+        "w8-d3": (0.3, 0.5, 0.7),
+    }.items():
+        assert predicted[key]["success"], predicted[key]
+        assert predicted[key]["loss"] == pytest.approx(E + B * 8**-beta, rel=0.03)
+        assert predicted[key]["N"] == record["inputs"]["sizes"][key]["N"]
+    result = rank_sizes(predicted, {}, basis="transferred")
+    assert [r["size"] for r in result["ranking"]] == ["w4-d3", "w8-d3"]
+    assert result["choice"] == "w4-d3" and "transferred" in result["reason"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 import pytest
@@ -129,6 +130,19 @@ def test_collect_rebuilds_the_table_from_the_models(small_run, invoke):
     result = invoke("sweep", small_run, "--collect")
     assert result.exit_code == 0 and "2 models" in result.stdout
     assert len(rundir.read_csv(small_run / "sweep.csv")) == 2
+
+
+def test_a_model_trained_outside_the_grid_stays_out_of_the_sweep_table(small_run):
+    # the chosen size trained on all the data later, in the same run: a rerun of
+    # the sweep must not hand the laws a point at the target size
+    grid = sweep.plan([2], [2], [0.5], [0], BASE)
+    sweep.run_sweep(small_run, grid)
+    extra = dataclasses.replace(BASE, width=2, depth=2, fraction=1.0)
+    train.train(small_run, extra)
+    rows = sweep.run_sweep(small_run, grid)
+    assert [r["key"] for r in rows] == [grid[0].key]
+    assert len(rundir.read_csv(small_run / "sweep.csv")) == 1
+    assert {r["key"] for r in sweep.collect(small_run)} == {grid[0].key, extra.key}
 
 
 @pytest.mark.slow
