@@ -434,14 +434,14 @@ def test_true_masks_give_A_and_beta_within_5_percent(tmp_path, seed, kwargs, wha
 
 
 @pytest.mark.slow
-def test_every_frame_true_masks_are_unbiased_and_as_precise_as_the_fits_say(tmp_path):
-    # Eight consecutive phantom seeds, none chosen, with the true myocardium on every
-    # frame (the union of the phantom's segment labels). On the 12 cases of the
-    # perfusion benchmark (make bench) the beta error was 3.2 % rms (largest 10 %),
-    # its median -0.4 %, and the errors had an SD of 1.1-1.2 of the fits' own
-    # standard errors: the limit is the loop's speckle, so single curves can miss 5 %.
-    errors, z = {"A": [], "beta": []}, {"A": [], "beta": []}
-    for seed in range(200, 208):
+def test_every_segment_is_within_5_percent_rms_with_the_true_masks(tmp_path):
+    # Twenty consecutive phantom seeds, none chosen, with the true myocardium on every
+    # frame (the union of the phantom's segment labels). Accuracy is judged per
+    # segment position over the cases, as the perfusion benchmark reports it (make
+    # bench): no bias, and A and beta within 5 % rms. Single curves scatter by their
+    # fit's own standard error (the loop's speckle), so some miss 5 % on their own.
+    errors, z = {}, {"A": [], "beta": []}
+    for seed in range(200, 220):
         folder, case = write_case(
             tmp_path, seed, size=phantom_ceus.DEFAULT_CEUS_SIZE, name=f"c{seed}"
         )
@@ -460,14 +460,17 @@ def test_every_frame_true_masks_are_unbiased_and_as_precise_as_the_fits_say(tmp_
             if row["region"] not in truth:
                 continue
             assert row["success"], (seed, row["region"], row["message"])
-            for name in errors:
+            label = truth[row["region"]]["label"]
+            for name in z:
                 true = truth[row["region"]][name]
-                errors[name].append(row[name] / true - 1)
+                errors.setdefault((label, name), []).append(row[name] / true - 1)
                 z[name].append((row[name] - true) / row[f"se_{name}"])
-    for name in errors:
-        err = np.array(errors[name])
-        assert err.size >= 8 * 6
-        assert abs(np.median(err)) < 0.015, name
-        assert np.sqrt(np.mean(err**2)) < 0.05, name
-        assert np.mean(np.abs(err) <= 0.10) >= 0.95, name
+    assert {label for label, _ in errors} == set(range(1, 7))
+    for (label, name), err in errors.items():
+        err = np.array(err)
+        assert err.size >= 20, (label, name)
+        assert abs(np.median(err)) < 0.015, (label, name)
+        assert np.sqrt(np.mean(err**2)) < 0.05, (label, name)
+        assert np.mean(np.abs(err) <= 0.10) >= 0.9, (label, name)
+    for name in z:  # the errors are the noise the fits expect, not a bias
         assert 0.7 < np.std(z[name]) < 1.5, name

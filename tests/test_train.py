@@ -147,14 +147,18 @@ def test_a_missing_cuda_device_is_one_clear_error(tiny_run):
 
 
 def test_bf16_costs_no_accuracy_against_fp32(tiny_run):
-    base = dict(TINY, max_steps=24, eval_every=8, seed=9, size=(32, 32))
+    # Trained until both structures are learnt: early in training a Dice of 0.2-0.5
+    # moves by a few points with any change in rounding, which says nothing of bf16.
+    base = dict(TINY, max_steps=200, eval_every=50, seed=1, lr=1e-2, size=(32, 32))
     fp32 = train.train(tiny_run, train.TrainConfig(**base, precision="fp32"))
     bf16 = train.train(
         tiny_run, train.TrainConfig(**base, precision="bf16"), force=True
     )
     assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
     for name in ("lv_endo", "myo"):
-        assert abs(bf16["dice"][name]["all"] - fp32["dice"][name]["all"]) < 0.01
+        assert fp32["dice"][name]["all"] > 0.9, name
+        assert abs(bf16["dice"][name]["all"] - fp32["dice"][name]["all"]) < 0.02
+    assert bf16["test_loss"] == pytest.approx(fp32["test_loss"], rel=0.05)
 
 
 def test_cli_trains_and_reports_one_line(invoke, tiny_run):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from echoscale import images, metrics, perfusion, rundir
+from echoscale import images, metrics, perfusion, regions, rundir
 from echoscale.ceus import prepare_ceus
 from echoscale.dataset import load_dataset, source_folders
 from echoscale.perfuse import PERFUSION_CSV, TIC, perfuse
@@ -94,6 +94,8 @@ def _compare(case: str, rows: list[dict[str, Any]], truth: dict) -> list[dict]:
         record = {
             "case": case,
             "region": row["region"],
+            # the view-neutral position (wall1_basal ... wall2_basal)
+            "position": regions.NEUTRAL_NAMES[seg["label"] - 1],
             "flash": int(row["flash"]),
             "n_frames": int(row["n_frames"]),
             "success": str(row["success"]) == "True",
@@ -195,6 +197,36 @@ def _summary(curves: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _by_segment(curves: list[dict], target: float) -> dict[str, Any]:
+    """Accuracy per segment position over all cases: bias, rms and worst error.
+
+    The accuracy target reads per segment: a position meets it when the rms of its
+    A and of its beta errors over the cases are both within ``target`` (single
+    curves scatter about the truth by their fit's standard error, up to twice the
+    rms). Failed fits count against the position as ``failed``.
+    """
+    out: dict[str, Any] = {"target": target, "positions": {}}
+    for position in regions.NEUTRAL_NAMES:
+        mine = [c for c in curves if c["position"] == position]
+        mine = [c for c in mine if c["n_frames"] >= perfusion.MIN_POINTS]
+        fitted = [c for c in mine if c["success"]]
+        row: dict[str, Any] = {"curves": len(mine), "failed": len(mine) - len(fitted)}
+        for name in ("A", "beta"):
+            err = np.array([c[f"{name}_error"] for c in fitted])
+            if err.size:
+                row[f"{name}_median"] = round(float(np.median(err)), 4)
+                row[f"{name}_rms"] = round(float(np.sqrt(np.mean(err**2))), 4)
+                row[f"{name}_max_abs"] = round(float(np.max(np.abs(err))), 4)
+        row["meets"] = bool(
+            fitted
+            and not row["failed"]
+            and max(row["A_rms"], row["beta_rms"]) <= target
+        )
+        out["positions"][position] = row
+    out["every_segment_meets"] = all(r["meets"] for r in out["positions"].values())
+    return out
+
+
 def _perfuse_case(
     case: Path, masks: Path, out: Path, erode_mm: float = 0.0
 ) -> tuple[list[dict], float]:
@@ -258,6 +290,10 @@ def _true_masks(cases: list[Path], out: Path) -> dict[str, Any]:
         "all": _summary(all_curves),
         "own_segments_all": _summary(own_curves),
         "every_frame_all": _summary(every_curves),
+        "by_segment": {
+            "every_frame": _by_segment(every_curves, TOLERANCES[0]),
+            "labelled_frames": _by_segment(all_curves, TOLERANCES[0]),
+        },
         "curves": all_curves,
         "timing": timing,
     }
@@ -322,7 +358,12 @@ def _predicted_masks(src: Path, tmp: Path, true_curves: list[dict]) -> dict[str,
             everything += curves
             per_case.append({"case": case.name, **dice[case.name], **_summary(curves)})
         settings.append(
-            {"erode_mm": erode, "cases": per_case, "all": _summary(everything)}
+            {
+                "erode_mm": erode,
+                "cases": per_case,
+                "all": _summary(everything),
+                "by_segment": _by_segment(everything, TOLERANCES[1]),
+            }
         )
     names = {c.name for c in tests}
     return {
@@ -464,6 +505,26 @@ _ERROR_HEADER = (
 )
 
 
+def _segment_table(title: str, by: dict) -> list[str]:
+    """Markdown rows of :func:`_by_segment`: one per segment position."""
+    met = "yes" if by["every_segment_meets"] else "no"
+    lines = [
+        f"{title} (target: rms of A and beta within {_pct(by['target'])} % per "
+        f"segment; met by every segment: {met}):",
+        "",
+        "| segment | curves | failed | A median % | A rms % | A max % "
+        "| beta median % | beta rms % | beta max % | meets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for position, r in by["positions"].items():
+        cells = [position, str(r["curves"]), str(r["failed"])]
+        for name in ("A", "beta"):
+            cells += [_pct(r.get(f"{name}_{k}")) for k in ("median", "rms", "max_abs")]
+        cells.append("yes" if r["meets"] else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(section: dict) -> str:
     """Markdown tables: true masks, predicted masks per erosion, speed."""
     true, pred, speed = (
@@ -511,6 +572,11 @@ def markdown(section: dict) -> str:
         f"labelled frames and {_pct(every['se_over_half_5pct'])} % on every frame.",
         "",
     ]
+    by = true["by_segment"]
+    lines += _segment_table("True masks on every frame, per segment", by["every_frame"])
+    lines += _segment_table(
+        "True masks on the labelled frames, per segment", by["labelled_frames"]
+    )
     t = pred["training"]
     lines += [
         f"Predicted masks: U-Net w{t['width']} d{t['depth']} at {t['size'][0]}x"
@@ -538,6 +604,9 @@ def markdown(section: dict) -> str:
             f"{_error_cells(pred['true_masks_same_cases'])} |",
             "",
         ]
+        lines += _segment_table(
+            f"erode {setting['erode_mm']:g} mm, per segment", setting["by_segment"]
+        )
     lines += [
         "| speed | value | baseline | ratio |",
         "|---|---|---|---|",
