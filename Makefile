@@ -121,7 +121,7 @@ contrast: install
 # start afresh.
 DEMO ?= runs/demo
 DEMO_SETTINGS = SIZE=40 WIDTHS=4,8,16 DEPTH=3 FRACTIONS=0.04,0.15,0.3,0.45,0.6 \
-	SEEDS=0,1 STEPS=150 EVAL=25 LR=6e-3 BATCH=8 JOBS=2 BOOT=200 METRIC=dice_error \
+	SEEDS=0,1 STEPS=300 EVAL=50 LR=6e-3 BATCH=8 JOBS=2 BOOT=200 METRIC=dice_error \
 	CEUS_SIZE=48x64 CEUS_STEPS=150 CEUS_WIDTHS=8,16 CEUS_FRACTIONS=0.4,1
 demo: install
 	$(E) phantom $(DEMO)/data --patients 40 --ceus-cases 8 --seed 0

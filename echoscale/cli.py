@@ -39,6 +39,11 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    # tifffile logs what it finds wrong in a damaged file before echoscale's own
+    # one-line error says it again; keep its lines for --verbose
+    logging.getLogger("tifffile").setLevel(
+        logging.DEBUG if verbose else logging.CRITICAL
+    )
 
 
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
@@ -495,6 +500,7 @@ def sweep_cmd(
     configs = sweep.plan(widths, depths, fractions, seeds, base)
     device_list = [d.strip() for d in devices.split(",")] if devices else None
     if print_commands:
+        sweep.write_plan(run, configs)
         for number, config in enumerate(configs):
             if not sweep.is_finished(run, config):
                 device = device_list[number % len(device_list)] if device_list else None
@@ -507,6 +513,8 @@ def sweep_cmd(
     )
     for row in failed:
         click.echo(f"  {row['key']}: {row['error']}")
+    if len(failed) == len(rows):
+        raise EchoscaleError("no run of the sweep finished (errors above)", run)
 
 
 @cli.command("fit-law")
@@ -529,7 +537,8 @@ def sweep_cmd(
     "n_boot",
     default=1000,
     show_default=True,
-    help="Bootstrap draws over seeds within each (N, D) cell.",
+    type=click.IntRange(min=0),
+    help="Bootstrap draws over seeds within each (N, D) cell (0: no intervals).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option(
@@ -579,7 +588,29 @@ def fit_law_cmd(run, metric, data_unit, n_boot, seed, target_size, transfer_from
                 f"  backtest {key}: predicted {row['predicted']:.4f}, measured "
                 f"{row['measured']:.4f} ({100 * row['rel_error']:+.1f}%)"
             )
+        elif law["sizes"].get(key, {}).get("success"):
+            click.echo(f"  backtest {key}: no fit ({row.get('message')})")
+    if law.get("transfer"):
+        _echo_transfer(law)
     click.echo(f"wrote {run}/law.json, law.csv and law.png")
+
+
+def _echo_transfer(law: dict) -> None:
+    """The laws refitted with the source's exponents, as fit-law prints them."""
+    from echoscale.select import transferred
+
+    click.echo(
+        f"with the exponents of {law['transfer_from']} (only the levels fitted here):"
+    )
+    moved = law["transfer"].get("sizes") or {}
+    for key, pred in transferred(law).items():
+        if not pred["success"]:
+            click.echo(f"  {key:<8} no fit: {pred['message']}")
+            continue
+        fixed = ", ".join(f"{k} {v:.3f}" for k, v in moved[key]["fixed"].items())
+        bias = (moved[key].get("bias") or {}).get("mean")
+        shift = "" if bias is None else f"; measured minus source law {bias:+.4f}"
+        click.echo(f"  {key:<8} {fixed} (fixed)  predicted {pred['loss']:.4f}{shift}")
 
 
 @cli.command("select")

@@ -741,7 +741,10 @@ def read_tiff(path: str | Path) -> Image:
     declared = (imagej.get("images", len(frames)), imagej.get("channels", 1))
     if declared != (len(frames), 1):
         msg = f"ImageJ declares {declared[0]} images in {declared[1]} channels"
-        raise ImageReadError(f"{msg}, the file holds {len(frames)} pages", path)
+        held = f"the file holds {len(frames)} pages"
+        if declared[1] == 1 and len(frames) < declared[0]:
+            held += " (truncated or damaged?)"
+        raise ImageReadError(f"{msg}, {held}", path)
     for i, frame in enumerate(frames):
         if frame.ndim != 2 or frame.shape != frames[0].shape:
             msg = f"page {i} has shape {frame.shape}, page 0 {frames[0].shape}"

@@ -162,7 +162,9 @@ def _draws(P: _Points, cases: Mapping[str, _Case], n_boot: int, seed: int) -> di
     """
     rng = np.random.default_rng(seed)
     cells = P.cells()
-    log.info("refitting %d laws on %d resamples", len(cases), n_boot)
+    if cases:
+        plural = "s" if len(cases) > 1 else ""
+        log.info("refitting %d law%s on %d resamples", len(cases), plural, n_boot)
     out = {
         name: {"params": [], "evals": {k: [] for k in c.evals}, "failed": Counter()}
         for name, c in cases.items()
@@ -592,8 +594,10 @@ def fit_laws(
         raise ValueError(f"target_D must be positive, got {target_D}")
     fits = {name: case.fit(P) for name, case in _cases(P).items()}
     for name, fit in fits.items():
-        state = "fitted" if fit.success else "failed"
-        log.info("%s: %s law %s: %s", name, fit.model, state, fit.message)
+        if fit.success:  # the solver's convergence message says nothing more
+            log.info("%s: %s law fitted", name, fit.model)
+        else:
+            log.info("%s: %s law failed: %s", name, fit.model, fit.message)
     boot = _bootstrap(P, fits, n_boot, seed, target)
 
     predicted: dict[str, Any] = {"sizes": {}, "joint": {}}

@@ -79,6 +79,14 @@ def law_part(run: Path) -> dict[str, Any] | None:
             if not fit.get("success")
         },
     }
+    if part["basis"] == "transfer":  # its own laws were never meant to fit
+        from echoscale.select import transferred  # imports torch: only when needed
+
+        part["law_failures"] = {
+            size: row["message"]
+            for size, row in transferred(law).items()
+            if not row["success"]
+        }
     moved = ((law.get("transfer") or {}).get("sizes") or {}).get(choice)
     if moved:
         part["transfer"] = {
@@ -125,7 +133,13 @@ def perfusion_part(folder: Path) -> dict[str, Any] | None:
         return None
     groups = summary.get("groups", {})
     group = "segments" if "segments" in groups else "overall"
-    part: dict[str, Any] = {"group": group, "used": summary.get("used"), "rows": {}}
+    part: dict[str, Any] = {
+        "group": group,
+        "used": summary.get("used"),
+        "matched": summary.get("matched"),
+        "excluded": summary.get("n_excluded"),
+        "rows": {},
+    }
     for name, result in groups.get(group, {}).items():
         ba, icc, tost = result["bland_altman"], result["icc_agreement"], result["tost"]
         mean = result.get("mean_b")
@@ -217,6 +231,9 @@ def _law_lines(
             )
         else:
             lines.append(f"{held}no fit ({bt['message']})")
+    lines += [
+        f"  {s}: not ranked, no law ({m})" for s, m in law["law_failures"].items()
+    ]
     return lines
 
 
@@ -237,10 +254,13 @@ def _dice_lines(title: str, part: dict[str, Any] | None) -> list[str]:
 def _perfusion_lines(part: dict[str, Any] | None) -> list[str]:
     if part is None:
         return ["Perfusion agreement: not run."]
-    lines = [
-        f"Perfusion, predicted against manual masks ({part['group']}, "
-        f"{part['used']} fits matched):"
-    ]
+    used = f"{part['used']} fits matched"
+    if part.get("excluded"):
+        used = (
+            f"{part['used']} of {part['matched']} matched fits used, "
+            f"{part['excluded']} failed on one side or both"
+        )
+    lines = [f"Perfusion, predicted against manual masks ({part['group']}; {used}):"]
     for name, row in part["rows"].items():
         bias = (
             f"{row['bias_percent']:+.1f}%"

@@ -29,6 +29,7 @@ SAMPLES = "samples.csv"
 MANIFEST = "manifest.json"
 MODELS = "models"
 SWEEP = "sweep.csv"
+SWEEP_PLAN = "sweep_plan.json"  # the keys of the latest sweep's grid
 LAW = "law.json"
 LAW_CSV = "law.csv"
 LAW_PNG = "law.png"

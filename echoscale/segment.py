@@ -13,8 +13,10 @@ receives::
 ED and ES are the frames of largest and smallest LV cavity area, or, when the network
 segments only the myocardium, of largest and smallest area that the myocardium encloses
 (its convex hull less itself; the myocardial area itself peaks at end-systole, as the
-wall thickens). Probabilities are held for one batch at a time, so a long loop needs
-memory for its labels, not for its probabilities.
+wall thickens). In a contrast loop, the flashes (found as ``perfuse`` finds them) and
+the second after each, when the destroyed myocardium is darkest and the masks least
+reliable, are left out of that search. Probabilities are held for one batch at a
+time, so a long loop needs memory for its labels, not for its probabilities.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from echoscale import __version__, camus, images, rundir
+from echoscale import __version__, camus, images, perfusion, rundir
 from echoscale.errors import InputError
 from echoscale.train import _autocast, load_model, resolve_device, resolve_precision
 from echoscale.unet import UNet
@@ -51,6 +53,8 @@ PHASE_RULES = {
     "enclosed": "largest and smallest area enclosed by the myocardium",
 }
 _CONNECTIVITY = np.ones((3, 3), bool)  # 8-connected: a thin wall touching diagonally
+AFTER_FLASH_S = 1.0  # after a flash, frames this long are no candidates for ED/ES
+_AFTER_FLASH_FRAMES = 20  # the same without frame times
 
 
 @dataclass(frozen=True)
@@ -282,13 +286,44 @@ def enclosed_areas(
     return np.array([enclosed_area(frame == value, spacing) for frame in labels])
 
 
-def find_ed_es(areas: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def flash_frames(frames: np.ndarray, frame_times: np.ndarray | None) -> np.ndarray:
+    """Frames of a loop to leave out of the ED/ES search: flashes and what follows.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (T, H, W)
+    frame_times : ndarray, shape (T,), optional
+        Seconds; without them :data:`_AFTER_FLASH_FRAMES` frames follow a flash.
+
+    Returns
+    -------
+    ndarray, shape (T,), bool
+        True on the frames of each flash (:func:`echoscale.perfusion.detect_flashes`)
+        and on those up to :data:`AFTER_FLASH_S` after its last frame; all False in
+        a loop without flashes.
+    """
+    means = frames.reshape(len(frames), -1).mean(axis=1)
+    skip = np.zeros(len(frames), bool)
+    index = np.arange(len(frames))
+    for run in perfusion.detect_flashes(means, frame_times):
+        if frame_times is None:
+            end = index <= run[-1] + _AFTER_FLASH_FRAMES
+        else:
+            end = frame_times <= frame_times[run[-1]] + AFTER_FLASH_S
+        skip |= (index >= run[0]) & end
+    return skip
+
+
+def find_ed_es(
+    areas: Mapping[str, np.ndarray], skip: np.ndarray | None = None
+) -> dict[str, Any]:
     """End-diastolic and end-systolic frames from the structure areas of a loop.
 
     ED is the frame of largest LV cavity area and ES of smallest; with no LV class,
     the same on the area the myocardium encloses (``enclosed``, from
     :func:`enclosed_areas`): the myocardial area itself peaks at ES, as the wall
-    thickens. Ties go to the earliest frame.
+    thickens. Ties go to the earliest frame. Frames where ``skip`` (shape (T,),
+    bool) is True are no candidates (:func:`flash_frames`).
 
     Returns
     -------
@@ -301,19 +336,21 @@ def find_ed_es(areas: Mapping[str, np.ndarray]) -> dict[str, Any]:
     structure = next((s for s in PHASE_RULES if s in areas), None)
     if structure is None:
         return found
-    curve = np.asarray(areas[structure])
+    curve = np.asarray(areas[structure], np.float64)
+    if skip is not None and not skip.all():
+        curve = np.where(skip, np.nan, curve)
     if curve.size < 2:
         return found
-    if curve.max() == curve.min():
+    if np.nanmax(curve) == np.nanmin(curve):
         log.warning(
             "the %s area is %g mm^2 in every frame: no ED or ES frame",
             structure,
-            curve[0],
+            np.nanmax(curve),
         )
         return found
     return {
-        "ed_frame": int(curve.argmax()),
-        "es_frame": int(curve.argmin()),
+        "ed_frame": int(np.nanargmax(curve)),
+        "es_frame": int(np.nanargmin(curve)),
         "phase_rule": PHASE_RULES[structure],
     }
 
@@ -497,13 +534,15 @@ def segment_inputs(
             masks = keep_largest_components(masks)
         areas = label_areas(masks, structures, image.spacing)
         phases = find_ed_es({})
+        skip = np.zeros(len(frames), bool)
         if image.is_cine:
             timing = dict(areas)
             if "lv" not in structures and "myo" in structures:
                 timing["enclosed"] = enclosed_areas(
                     masks, structures["myo"], image.spacing
                 )
-            phases = find_ed_es(timing)
+            skip = flash_frames(frames, image.frame_times)
+            phases = find_ed_es(timing, skip)
         folder = Path(out) / item.name
         paths = {
             "masks": folder / masks_file,
@@ -531,6 +570,7 @@ def segment_inputs(
             "n_frames": image.n_frames,
             "frame_times_known": image.frame_times is not None,
             **phases,
+            "frames_not_searched_for_ed_es": int(skip.sum()),
             "ed_time_s": _frame_time(image.frame_times, phases["ed_frame"]),
             "es_time_s": _frame_time(image.frame_times, phases["es_frame"]),
             "keep_largest": keep_largest,

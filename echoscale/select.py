@@ -296,7 +296,11 @@ def selected_config(path: str | Path) -> TrainConfig:
         path = path / rundir.SELECTION
     if not path.is_file():
         raise InputError("no selection yet: run 'echoscale select' first", path)
-    saved = rundir.read_json(path).get("config")
+    try:
+        saved = rundir.read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"not a selection.json ({err})", path) from None
+    saved = saved.get("config") if isinstance(saved, dict) else None
     if not saved:
         raise InputError(
             "holds no chosen size (no size was predicted well enough, or it was "

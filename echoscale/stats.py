@@ -224,16 +224,25 @@ def icc_agreement(ratings: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
     if mse == 0:
         return _no_interval("ICC(2,1)", icc, n, k)
 
-    a = k * icc / (n * (1 - icc))
-    b = 1 + k * icc * (n - 1) / (n * (1 - icc))
+    # Satterthwaite's degrees of freedom with a and b of McGraw & Wong multiplied
+    # by (1 - icc), which cancels: the plain form overflows as the ICC nears 1
+    a = k * icc / n
+    b = (1 - icc) + k * icc * (n - 1) / n
     v = (a * msc + b * mse) ** 2 / (
         (a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / ((n - 1) * (k - 1))
     )
-    f_lo = sps.f.ppf(1 - alpha / 2, n - 1, v)
-    f_hi = sps.f.ppf(1 - alpha / 2, v, n - 1)
+    f_lo = sps.f.ppf(1 - alpha / 2, n - 1, v) if v > 0 else np.inf
+    f_hi = sps.f.ppf(1 - alpha / 2, v, n - 1) if v > 0 else np.inf
     common = k * msc + (k * n - k - n) * mse
-    lower = n * (msr - f_lo * mse) / (f_lo * common + n * msr)
-    upper = n * (f_hi * msr - mse) / (common + n * f_hi * msr)
+    # With v near 0 (a large rater effect against little else) an F quantile is
+    # infinite: the bound then takes its limit, n (-mse) / common or 1.
+    with np.errstate(over="ignore", invalid="ignore"):
+        lower = n * (msr - f_lo * mse) / (f_lo * common + n * msr)
+        upper = n * (f_hi * msr - mse) / (common + n * f_hi * msr)
+    if np.isinf(f_lo):
+        lower = -n * mse / common
+    if np.isinf(f_hi):
+        upper = 1.0
     return _icc_result("ICC(2,1)", icc, lower, upper, msr, mse, n, k)
 
 

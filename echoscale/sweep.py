@@ -4,8 +4,9 @@ A sweep is a set of independent, idempotent ``train`` runs: finished keys are sk
 so an interrupted sweep reruns without redoing or losing work, and it scales out by
 handing the runs to processes (``--jobs``, one device each) or to a scheduler
 (``--print-commands`` gives one ``echoscale train`` line per missing run).
-``RUN/sweep.csv`` is rebuilt from every finished model's ``metrics.json`` (and every
-recorded failure).
+``RUN/sweep.csv`` is rebuilt from the finished models' ``metrics.json`` (and the
+recorded failures) of the latest sweep's grid, which ``RUN/sweep_plan.json`` keeps:
+a model trained outside it (the chosen size on all the data) never enters the laws.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from echoscale import rundir
+from echoscale.dataset import load_dataset
 from echoscale.errors import EchoscaleError
 from echoscale.train import TrainConfig, train
 
@@ -78,6 +80,24 @@ def plan(
     for config in configs:
         config.check()
     return configs
+
+
+def write_plan(run: str | Path, configs: Sequence[TrainConfig]) -> None:
+    """Record the sweep's grid (its keys) for :func:`collect`; check the run first.
+
+    Raises
+    ------
+    InputError
+        When ``run`` holds no prepared dataset: nothing is created then.
+    """
+    load_dataset(run)
+    rundir.write_json(Path(run) / rundir.SWEEP_PLAN, {"keys": [c.key for c in configs]})
+
+
+def planned_keys(run: str | Path) -> list[str] | None:
+    """The keys of the latest sweep's grid, or None when no sweep recorded one."""
+    path = Path(run) / rundir.SWEEP_PLAN
+    return rundir.read_json(path)["keys"] if path.is_file() else None
 
 
 def is_finished(run: str | Path, config: TrainConfig) -> bool:
@@ -199,12 +219,18 @@ def run_sweep(
     list of dict
         The rows of ``RUN/sweep.csv``: the runs of ``configs`` only, so that a
         model trained later in the same run (the chosen size on all the data) does
-        not enter the laws when the sweep is rerun (``collect`` takes every model).
+        not enter the laws when the sweep is rerun.
+
+    Raises
+    ------
+    InputError
+        When ``run`` holds no prepared dataset (checked before anything is written).
     """
     run = Path(run)
     keys = {c.key for c in configs}
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    write_plan(run, configs)
     todo = [c for c in configs if not is_finished(run, c)]
     skipped = len(configs) - len(todo)
     if skipped:
@@ -259,11 +285,20 @@ def collect(
 ) -> list[dict[str, Any]]:
     """Rebuild ``RUN/sweep.csv`` from the models' metrics (and failures); return rows.
 
-    One row per model (of ``keys`` only, when given), sorted by width, depth,
-    fraction and seed. Dice columns (``dice_<structure>``, over all test samples)
-    follow the structures present.
+    One row per model of ``keys``, by default the latest sweep's grid
+    (``RUN/sweep_plan.json``; every model when no sweep recorded one), sorted by
+    width, depth, fraction and seed. Dice columns (``dice_<structure>``, over all
+    test samples) follow the structures present.
+
+    Raises
+    ------
+    InputError
+        When ``run`` holds no prepared dataset.
     """
     run = Path(run)
+    load_dataset(run)
+    if keys is None:
+        keys = planned_keys(run)
     rows, structures = [], []
     for folder in sorted((run / rundir.MODELS).glob("*")):
         if keys is not None and folder.name not in keys:

@@ -103,3 +103,25 @@ def test_a_usage_error_is_one_line(invoke, camus_root, run_dir):
 def test_verbose_works_after_the_command_too(invoke, camus_root, run_dir):
     result = invoke("prepare", "camus", camus_root, run_dir, "--verbose")
     assert result.exit_code == 1 and "Traceback" in result.stderr
+
+
+def test_a_truncated_tiff_is_one_line_that_says_so(tmp_path):
+    import numpy as np
+
+    from echoscale import images
+
+    path = tmp_path / "cine.tif"
+    images.write_image(path, np.zeros((40, 64, 64), np.uint8), (0.3, 0.3), None)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    # a process of its own: tifffile's logging reaches the real stderr only there
+    out = tmp_path / "out"
+    args = ["perfuse", str(path), str(path), "--out", str(out), "--fps", "20"]
+    result = subprocess.run(
+        [sys.executable, "-m", "echoscale", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines  # tifffile's own complaint stays out
+    assert str(path) in lines[0] and "truncated" in lines[0]
+    assert not out.exists()

@@ -254,6 +254,32 @@ def test_the_lv_curve_wins_over_the_myocardium_and_flat_curves_give_none(caplog)
     assert flat["ed_frame"] is None and "every frame" in caplog.text
 
 
+def test_flashes_and_the_second_after_them_are_no_ed_or_es_candidates():
+    # 20 fps, a flash at frames 40-42, then a dark myocardium refilling: the masks
+    # of the dark frames give a spurious smallest cavity at frame 44
+    times = np.arange(120) / 20.0
+    rng = np.random.default_rng(3)
+    level = np.full(120, 60.0)
+    level[40:43] = 240.0
+    level[43:] = 60.0 - 50.0 * np.exp(-(times[43:] - times[43]) / 1.5)
+    frames = level[:, None, None] + rng.normal(0, 1, (120, 8, 8))
+    cavity = 100.0 + 20.0 * np.cos(2 * np.pi * times)  # 1 beat per second
+    cavity[44] = 5.0
+
+    skip = segment.flash_frames(frames, times)
+    assert skip[40:43].all() and skip[44]
+    assert skip.sum() == 3 + 20  # the flash and the 20 frames of the next second
+    assert not skip[:40].any() and not skip[63:].any()
+    found = segment.find_ed_es({"lv": cavity}, skip)
+    assert found["es_frame"] != 44 and not skip[found["es_frame"]]
+    assert cavity[found["es_frame"]] == pytest.approx(80.0, abs=0.1)
+    assert segment.find_ed_es({"lv": cavity})["es_frame"] == 44  # as it was
+    # without times, a fixed number of frames follows the flash
+    assert segment.flash_frames(frames, None).sum() == 3 + 20
+    # a loop without a flash leaves every frame a candidate
+    assert not segment.flash_frames(np.full((50, 4, 4), 60.0), times[:50]).any()
+
+
 # --- clean-up, batches and memory --------------------------------------------------
 
 

@@ -11,7 +11,13 @@ from echoscale import laws, rundir
 from echoscale.errors import InputError
 from echoscale.phantom import make_phantom
 from echoscale.prepare import prepare_camus
-from echoscale.select import load_law, measured_at_largest, rank_sizes, transferred
+from echoscale.select import (
+    load_law,
+    measured_at_largest,
+    rank_sizes,
+    selected_config,
+    transferred,
+)
 
 
 def _predicted(losses: dict[str, tuple[float, float]]) -> dict:
@@ -186,3 +192,12 @@ def test_a_phantom_sweep_fits_a_law_and_selects_a_size(tmp_path, invoke):
     table.write_text(table.read_text().replace(",done,", ",failed,", 1))
     with pytest.raises(InputError, match="stale"):
         load_law(run)
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"key": "w4-d3"}'])
+def test_a_file_that_is_no_selection_is_named(tmp_path, text):
+    path = tmp_path / "selection.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match="selection.json") as info:
+        selected_config(path)
+    assert str(path) in str(info.value)

@@ -198,3 +198,19 @@ def test_non_finite_pairs_are_left_out_and_counted():
     result = stats.bland_altman([1.0, 2.0, np.nan, 4.0, 5.0], [1.0, 2.5, 3.0, 4.0, 4.5])
     assert result["n"] == 4
     assert result["bias"] == pytest.approx(np.mean([0.0, -0.5, 0.0, 0.5]))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_icc_intervals_stay_finite_near_perfect_and_near_zero_agreement():
+    x = np.linspace(100, 200, 12)
+    near_one = stats.icc_agreement(np.column_stack([x, x * (1 + 1e-9 * x)]))
+    assert near_one["icc"] == pytest.approx(1)
+    assert near_one["ci"][0] > 0.999 and near_one["ci"][1] == pytest.approx(1)
+    # a negative ICC whose Satterthwaite degrees of freedom vanish: the bounds
+    # take their limits instead of overflowing
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 6)
+    ratings = np.column_stack([a, -a + 0.5])
+    result = stats.icc_agreement(ratings)
+    lo, hi = result["ci"]
+    assert np.isfinite(lo) and lo <= result["icc"] <= hi <= 1

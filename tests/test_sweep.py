@@ -6,9 +6,11 @@ import dataclasses
 import shlex
 
 import pytest
+from click.testing import CliRunner
 from conftest import make_camus_patient
 
 from echoscale import prepare, rundir, sweep, train
+from echoscale.cli import cli
 
 BASE = train.TrainConfig(max_steps=4, batch_size=2, eval_every=2, size=(32, 32))
 # the same tiny sweep, as command-line options
@@ -142,7 +144,40 @@ def test_a_model_trained_outside_the_grid_stays_out_of_the_sweep_table(small_run
     rows = sweep.run_sweep(small_run, grid)
     assert [r["key"] for r in rows] == [grid[0].key]
     assert len(rundir.read_csv(small_run / "sweep.csv")) == 1
-    assert {r["key"] for r in sweep.collect(small_run)} == {grid[0].key, extra.key}
+    # --collect keeps to the grid the sweep recorded, unless told other keys
+    assert [r["key"] for r in sweep.collect(small_run)] == [grid[0].key]
+    every = {grid[0].key, extra.key}
+    assert {r["key"] for r in sweep.collect(small_run, every)} == every
+
+
+def test_printed_commands_record_the_grid_that_collect_keeps_to(small_run, invoke):
+    result = invoke("sweep", small_run, *GRID, "--print-commands")
+    extra = dataclasses.replace(BASE, width=2, depth=2, fraction=0.25)
+    train.train(small_run, extra)
+    for line in result.stdout.strip().splitlines():
+        assert invoke(*shlex.split(line)[1:]).exit_code == 0
+    collected = invoke("sweep", small_run, "--collect")
+    assert "2 models" in collected.stdout
+    keys = {r["key"] for r in rundir.read_csv(small_run / "sweep.csv")}
+    assert extra.key not in keys and len(keys) == 2
+
+
+@pytest.mark.parametrize("mode", [[], ["--collect"], ["--print-commands"]])
+def test_a_folder_without_a_dataset_is_refused_and_left_alone(tmp_path, mode):
+    run = tmp_path / "not-a-run"
+    result = CliRunner().invoke(cli, ["sweep", str(run), *GRID, *mode])
+    assert result.exit_code == 1
+    assert "run 'echoscale prepare' first" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_a_sweep_whose_every_run_failed_exits_with_an_error(small_run):
+    args = ["sweep", str(small_run), *GRID, "--depths", "6"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "0 models done, 2 failed" in result.stdout
+    assert "no run of the sweep finished" in result.stderr
 
 
 @pytest.mark.slow
