@@ -597,7 +597,7 @@ def fit_law_cmd(run, metric, data_unit, n_boot, seed, target_size, transfer_from
 
 def _echo_transfer(law: dict) -> None:
     """The laws refitted with the source's exponents, as fit-law prints them."""
-    from echoscale.select import transferred
+    from echoscale.laws import transferred
 
     click.echo(
         f"with the exponents of {law['transfer_from']} (only the levels fitted here):"

@@ -626,3 +626,25 @@ def fit_laws(
         else _transfer(P, transfer_from, target),
     }
     return _jsonable(record)
+
+
+def transferred(law: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per size, the loss at the target that the transferred data law predicts.
+
+    Sizes missing from the source law, or whose refit failed, are unsuccessful.
+    The transfer has no bootstrap, so ``lower`` and ``upper`` are None.
+    """
+    sizes = (law.get("transfer") or {}).get("sizes") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, info in law["inputs"]["sizes"].items():
+        refit = sizes.get(key) or {}
+        loss = (refit.get("predicted") or {}).get(key, {}).get("loss")
+        out[key] = {
+            "N": info["N"],
+            "loss": loss,
+            "lower": None,
+            "upper": None,
+            "success": bool(refit.get("success")) and loss is not None,
+            "message": refit.get("message") or (refit.get("fit") or {}).get("message"),
+        }
+    return out

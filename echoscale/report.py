@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from echoscale import rundir
+from echoscale import laws, rundir
 from echoscale.errors import InputError
 
 CAMUS_RUN = "camus"
@@ -58,6 +58,10 @@ def law_part(run: Path) -> dict[str, Any] | None:
     ranking = {row["size"]: row for row in selection["ranking"]}
     largest = max(ranking.values(), key=lambda row: row["N"])
     chosen = ranking[choice]
+    basis = selection.get("basis", "law")
+    # the laws the choice rested on: the transferred ones replace the run's own,
+    # which a contrast sweep of two fractions was never meant to fit
+    fits = laws.transferred(law) if basis == "transfer" else law.get("sizes", {})
     part: dict[str, Any] = {
         "choice": choice,
         "parameters": chosen["N"],
@@ -71,22 +75,14 @@ def law_part(run: Path) -> dict[str, Any] | None:
         "predicted_interval": [chosen.get("lower"), chosen.get("upper")],
         "key": selection.get("key"),
         "reason": selection.get("reason"),
-        "basis": selection.get("basis", "law"),
+        "basis": basis,
         "measured_D": selection.get("measured_D"),
         "law_failures": {
             size: fit.get("message")
-            for size, fit in law.get("sizes", {}).items()
+            for size, fit in fits.items()
             if not fit.get("success")
         },
     }
-    if part["basis"] == "transfer":  # its own laws were never meant to fit
-        from echoscale.select import transferred  # imports torch: only when needed
-
-        part["law_failures"] = {
-            size: row["message"]
-            for size, row in transferred(law).items()
-            if not row["success"]
-        }
     moved = ((law.get("transfer") or {}).get("sizes") or {}).get(choice)
     if moved:
         part["transfer"] = {

@@ -323,7 +323,8 @@ def find_ed_es(
     the same on the area the myocardium encloses (``enclosed``, from
     :func:`enclosed_areas`): the myocardial area itself peaks at ES, as the wall
     thickens. Ties go to the earliest frame. Frames where ``skip`` (shape (T,),
-    bool) is True are no candidates (:func:`flash_frames`).
+    bool) is True are no candidates (:func:`flash_frames`), unless it covers every
+    frame.
 
     Returns
     -------

@@ -242,7 +242,7 @@ def select(
             target_D=target,
             transfer_from=source,
         )
-    predicted = transferred(law) if transfer else law["predicted"]["sizes"]
+    predicted = laws.transferred(law) if transfer else law["predicted"]["sizes"]
     costs = _training_costs(points)
     basis = "transfer" if transfer else "law"
     result = rank_sizes(
@@ -309,28 +309,6 @@ def selected_config(path: str | Path) -> TrainConfig:
         )
     size = saved.pop("size", None)
     return TrainConfig(**saved, size=None if size is None else tuple(size))
-
-
-def transferred(law: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per size, the loss at the target that the transferred data law predicts.
-
-    Sizes missing from the source law, or whose refit failed, are unsuccessful.
-    The transfer has no bootstrap, so ``lower`` and ``upper`` are None.
-    """
-    sizes = (law.get("transfer") or {}).get("sizes") or {}
-    out: dict[str, dict[str, Any]] = {}
-    for key, info in law["inputs"]["sizes"].items():
-        refit = sizes.get(key) or {}
-        loss = (refit.get("predicted") or {}).get(key, {}).get("loss")
-        out[key] = {
-            "N": info["N"],
-            "loss": loss,
-            "lower": None,
-            "upper": None,
-            "success": bool(refit.get("success")) and loss is not None,
-            "message": refit.get("message") or (refit.get("fit") or {}).get("message"),
-        }
-    return out
 
 
 def measured_at_largest(

@@ -234,16 +234,18 @@ def icc_agreement(ratings: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
     f_lo = sps.f.ppf(1 - alpha / 2, n - 1, v) if v > 0 else np.inf
     f_hi = sps.f.ppf(1 - alpha / 2, v, n - 1) if v > 0 else np.inf
     common = k * msc + (k * n - k - n) * mse
-    # With v near 0 (a large rater effect against little else) an F quantile is
-    # infinite: the bound then takes its limit, n (-mse) / common or 1.
-    with np.errstate(over="ignore", invalid="ignore"):
-        lower = n * (msr - f_lo * mse) / (f_lo * common + n * msr)
-        upper = n * (f_hi * msr - mse) / (common + n * f_hi * msr)
-    if np.isinf(f_lo):
-        lower = -n * mse / common
-    if np.isinf(f_hi):
-        upper = 1.0
-    return _icc_result("ICC(2,1)", icc, lower, upper, msr, mse, n, k)
+    # McGraw & Wong's bounds divided through by the F quantiles, which are huge or
+    # infinite when v nears 0 (raters who disagree far beyond the subjects' spread)
+    lower = n * (msr / f_lo - mse) / (common + n * msr / f_lo)
+    upper = n * (msr - mse / f_hi) / (common / f_hi + n * msr)
+    result = _icc_result("ICC(2,1)", icc, lower, upper, msr, mse, n, k)
+    if not lower <= icc <= upper:  # then both bounds collapse to -n mse / common
+        result["ci"] = [math.nan, math.nan]
+        result["reason"] = (
+            f"Satterthwaite's degrees of freedom are {v:.2g}: the F interval "
+            "degenerates and is not given"
+        )
+    return result
 
 
 def icc_consistency(ratings: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:

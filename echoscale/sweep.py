@@ -28,7 +28,7 @@ import torch
 
 from echoscale import rundir
 from echoscale.dataset import load_dataset
-from echoscale.errors import EchoscaleError
+from echoscale.errors import EchoscaleError, InputError
 from echoscale.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,19 @@ def write_plan(run: str | Path, configs: Sequence[TrainConfig]) -> None:
 def planned_keys(run: str | Path) -> list[str] | None:
     """The keys of the latest sweep's grid, or None when no sweep recorded one."""
     path = Path(run) / rundir.SWEEP_PLAN
-    return rundir.read_json(path)["keys"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        keys = rundir.read_json(path)["keys"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        keys = None
+    if not isinstance(keys, list):
+        raise InputError(
+            "is damaged (no list of keys); rerun the sweep, or delete it to "
+            "collect every model",
+            path,
+        )
+    return keys
 
 
 def is_finished(run: str | Path, config: TrainConfig) -> bool:
@@ -227,7 +239,6 @@ def run_sweep(
         When ``run`` holds no prepared dataset (checked before anything is written).
     """
     run = Path(run)
-    keys = {c.key for c in configs}
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     write_plan(run, configs)
@@ -245,7 +256,7 @@ def run_sweep(
             start = time.perf_counter()
             result = _run_one(run, config, devices[0])
             report(number, config, result, f"{time.perf_counter() - start:.0f} s")
-        return collect(run, keys)
+        return collect(run)
     # One process per job, each with its own device and share of the cores, kept for
     # all its runs so that torch is imported once per job, not once per run.
     context = multiprocessing.get_context("spawn")
@@ -277,7 +288,7 @@ def run_sweep(
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.terminate()
             raise
-    return collect(run, keys)
+    return collect(run)
 
 
 def collect(

@@ -16,7 +16,6 @@ from echoscale.select import (
     measured_at_largest,
     rank_sizes,
     selected_config,
-    transferred,
 )
 
 
@@ -117,7 +116,7 @@ def test_the_transferred_laws_rank_the_sizes_of_a_small_second_dataset():
         seeds=1,
     )
     record = laws.fit_laws(small, n_boot=5, target_D=8, transfer_from=source)
-    predicted = transferred(record)
+    predicted = laws.transferred(record)
     assert not predicted["w16-d3"]["success"]
     for key, (E, B, beta) in {
         "w4-d3": (0.2, 0.5, 0.5),

@@ -197,3 +197,11 @@ def test_jobs_run_in_separate_processes(small_run, invoke):
         rundir.model_paths(small_run, "w2-d2-f1-s0-32x32")["config"]
     )
     assert config["device"] == "cpu"
+
+
+def test_a_damaged_sweep_plan_is_named_not_ignored(small_run):
+    (small_run / rundir.SWEEP_PLAN).write_text("{not json")
+    result = CliRunner().invoke(cli, ["sweep", str(small_run), "--collect"])
+    assert result.exit_code == 1
+    assert rundir.SWEEP_PLAN in result.stderr and "damaged" in result.stderr
+    assert not (small_run / rundir.SWEEP).exists()
